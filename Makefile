@@ -1,0 +1,30 @@
+# Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(VENV)/bin/pip
+STAMP  := $(VENV)/.rnnlab-installed
+
+.PHONY: install demo test test-fast bench clean
+
+install: $(STAMP)
+
+# torch is pinned and installed first so no other package can pull a (multi-GB CUDA) torch.
+$(STAMP): pyproject.toml scripts/install-debian.sh
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e ".[apps,test]" torch==2.13.0
+	bash scripts/install-debian.sh
+	touch $(STAMP)
+
+demo: install
+	$(PY) -m rnnlab demo --run-dir runs/demo
+
+test: install
+	$(PY) -m pytest -n 2 --durations=15
+
+bench: install
+	$(PY) -m rnnlab bench
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .hypothesis build src/*.egg-info
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Install the Debian packages rnnlab's applications read their data from, when missing.
+# Speech: espeak-ng and flite synthesise training words; asterisk and klettres ship human test voices.
+# Report: chromium renders report.html in the browser test.
+set -u
+packages=(espeak-ng flite asterisk-core-sounds-en-wav klettres-data chromium)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" -ne 0 ]; then
+  echo "rnnlab: Debian packages missing (${missing[*]}); run as root or: sudo apt-get install -y ${missing[*]}" >&2
+  echo "rnnlab: the speech application and the browser test are skipped without them." >&2
+  exit 0
+fi
+echo "rnnlab: installing Debian packages: ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq >/dev/null && apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
+  || echo "rnnlab: apt-get could not install ${missing[*]}; the applications that need them will say so" >&2
+exit 0
