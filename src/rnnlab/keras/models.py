@@ -35,6 +35,21 @@ def _data_shapes(x) -> list[tuple]:
     return [tuple(np.shape(v)) if not isinstance(v, Tensor) else tuple(v.shape) for v in items]
 
 
+def _items(x) -> list:
+    return list(x) if isinstance(x, (list, tuple)) else [x]
+
+
+def _flexible_shape(value, shape: tuple) -> tuple:
+    """A lazily built model accepts any sequence length, as Keras' does: time axes become None."""
+    dtype = value.dtype if isinstance(value, (np.ndarray, Tensor)) else np.asarray(value).dtype
+    integer = not (dtype.is_floating_point if isinstance(dtype, torch.dtype) else np.issubdtype(dtype, np.floating))
+    if len(shape) == 2 and integer:
+        return (None, None)  # token ids (batch, time)
+    if len(shape) >= 3:
+        return (None,) * (len(shape) - 1) + (shape[-1],)
+    return (None, *shape[1:])
+
+
 class _Model(nn.Module):
     """What Sequential and Model share: compile/fit/evaluate/predict/summary/save."""
 
@@ -81,7 +96,7 @@ class _Model(nn.Module):
         got = _data_shapes(x)
         expected = self.input_shapes()
         if expected is None:
-            self.build_from_shapes([(None, *g[1:]) for g in got])
+            self.build_from_shapes([_flexible_shape(v, g) for v, g in zip(_items(x), got)])
             return
         if len(got) != len(expected):
             raise RnnlabError(f"the model has {len(expected)} input(s) {[_shape_str(e) for e in expected]}, "

@@ -14,8 +14,8 @@ class Optimizer:
         unknown = set(kwargs) - set(self.defaults) - {"name", "use_ema", "jit_compile", "decay"}
         if unknown:
             raise RnnlabError(f"{type(self).__name__} got unexpected arguments {sorted(unknown)}")
-        if not callable(learning_rate) and not (isinstance(learning_rate, (int, float)) and learning_rate > 0):
-            raise RnnlabError(f"learning_rate must be a positive number, got {learning_rate!r}")
+        if not callable(learning_rate) and not (isinstance(learning_rate, (int, float)) and learning_rate >= 0):
+            raise RnnlabError(f"learning_rate must be a number >= 0, got {learning_rate!r}")
         self.learning_rate = float(learning_rate)
         self.clipnorm = clipnorm if clipnorm is not None else global_clipnorm
         self.clipvalue, self.weight_decay = clipvalue, weight_decay or 0.0

@@ -11,8 +11,8 @@ def make_optimizer(optimizer, params, learning_rate: float = 1e-3, weight_decay:
     ``"rmsprop"`` (rho, momentum, epsilon), or an already built ``torch.optim.Optimizer``."""
     if isinstance(optimizer, torch.optim.Optimizer):
         return optimizer
-    if not (isinstance(learning_rate, (int, float)) and learning_rate > 0):
-        raise RnnlabError(f"learning_rate must be a positive number, got {learning_rate!r}")
+    if not (isinstance(learning_rate, (int, float)) and learning_rate >= 0):
+        raise RnnlabError(f"learning_rate must be a number >= 0, got {learning_rate!r}")
     params = [p for p in params if p.requires_grad]
     if not params:
         raise RnnlabError("the model has no trainable parameters")

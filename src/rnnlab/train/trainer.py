@@ -204,9 +204,13 @@ class Trainer:
                    disable=(verbose != 1 or not self.is_main), file=sys.stderr, dynamic_ncols=True)
         last_save = time.monotonic()
         batch_index = start_batch
+        attempted = 0
         for inputs, target, share in train.batches(batch_size, shuffle, self.seed or 0, epoch, start_batch,
                                                     self.rank, self.world):
-            step_logs = self._train_step(inputs, target, share, epoch, batch_index)
+            attempted += 1
+            step_logs = self._train_step(inputs, target, share, epoch, batch_index, callbacks)
+            if self.stop_training:
+                break
             if step_logs is not None:
                 for k, v in step_logs.items():
                     sums[k] = sums.get(k, 0.0) + v
@@ -224,13 +228,15 @@ class Trainer:
         sums = dist_utils.all_reduce_sums(sums) if self.world > 1 else sums
         n = sums.pop("_n", 0.0)
         if n == 0:
+            if attempted:  # every batch was non-finite (skipped, or stopped by a callback)
+                return {"loss": float("nan")}
             raise RnnlabError("the training data yielded no batches in this epoch")
         return {k: v / n for k, v in sums.items()}
 
     def _forward(self, module, inputs):
         return module(*inputs)
 
-    def _train_step(self, inputs, target, share, epoch, batch_index) -> dict | None:
+    def _train_step(self, inputs, target, share, epoch, batch_index, callbacks=()) -> dict | None:
         inputs, target = _to_device(inputs, self.device), _to_device(target, self.device)
         self.optimizer.zero_grad(set_to_none=True)
         pred = self._forward(self._train_module, inputs)
@@ -239,6 +245,10 @@ class Trainer:
             raise RnnlabError(f"the loss must return a scalar tensor, got {type(loss).__name__} "
                               f"{tuple(loss.shape) if isinstance(loss, Tensor) else ''}")
         if not torch.isfinite(loss):
+            for cb in callbacks:  # TerminateOnNaN may stop the run cleanly first
+                cb.on_batch_end(batch_index, {"loss": loss.item()})
+            if self.stop_training:
+                return None
             message = f"loss is {loss.item()} at epoch {epoch + 1}, batch {batch_index}"
             if self.on_nan == "raise":
                 raise RnnlabError(message + " (check the data and learning rate; on_nan='skip' skips such batches)")
