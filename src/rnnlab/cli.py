@@ -15,7 +15,7 @@ from rnnlab.errors import RnnlabError
 
 # Order = order in --help.
 COMMAND_MODULES = (
-    "demo", "forecast", "generate", "translate", "speech", "motor",
+    "demo", "toy", "forecast", "generate", "translate", "speech", "motor",
     "gradients", "bench", "tune", "lr_find", "explain", "report",
 )
 
@@ -69,6 +69,34 @@ def add_run_arguments(parser: argparse.ArgumentParser, json_help: str = "print o
     parser.add_argument("--seed", type=int, default=0, help="the one seed of the run (default 0)")
     parser.add_argument("--json", action="store_true", help=json_help)
     parser.add_argument("--dry-run", action="store_true", help="a tiny version that runs in seconds (smoke test)")
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, config_cls, skip: tuple[str, ...] = ("seed",)) -> None:
+    """One ``--field-name`` flag per field of a task's config dataclass, defaulting to the field's default."""
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(config_cls)
+    for f in dataclasses.fields(config_cls):
+        if f.name in skip:
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        kind = hints[f.name]
+        args = [a for a in typing.get_args(kind) if a is not type(None)]
+        kind = args[0] if args else kind
+        flag = f"--{f.name.replace('_', '-')}"
+        if kind is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=f"default {default}")
+        else:
+            parser.add_argument(flag, type=kind, default=default, metavar=f.name.upper(), help=f"default {default}")
+
+
+def config_from_args(config_cls, args: argparse.Namespace):
+    """The task config built from the parsed flags (fields not on the command line keep defaults)."""
+    import dataclasses
+
+    values = vars(args)
+    return config_cls(**{f.name: values[f.name] for f in dataclasses.fields(config_cls) if f.name in values})
 
 
 if __name__ == "__main__":  # pragma: no cover
