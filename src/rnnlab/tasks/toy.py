@@ -103,8 +103,10 @@ def demo(run_dir) -> dict:
     """One short training per cell; the table shows which cells remember across 20 noisy steps."""
     rows = []
     for cell in CELLS:
-        config = Config(cell=cell, epochs=6, samples=1536)
+        config = Config(cell=cell)
         rows.append(run(config, run_dir=run_dir / cell))
+        write_config(run_dir / cell, config)
+        write_metrics(run_dir / cell, {k: v for k, v in rows[-1].items() if k != "cell"})
     print_table(rows, ["cell", "final_loss", "val_loss", "train_s"])
     metrics = {r["cell"]: {"final_loss": r["final_loss"], "val_loss": r["val_loss"]} for r in rows}
     write_metrics(run_dir, metrics)
