@@ -1,0 +1,101 @@
+"""Property-based tests: random shapes, lengths and values thrown at the layers, the trainer and
+the Keras facade. Each call either succeeds or raises rnnlab's own RnnlabError, never an internal
+crash (a bare torch RuntimeError, IndexError, ...)."""
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import rnnlab
+from rnnlab.errors import RnnlabError
+from rnnlab.train import Trainer
+
+EXAMPLES = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+LAYERS = [rnnlab.RNN, rnnlab.LSTM, rnnlab.GRU, rnnlab.CTRNN]
+floats = st.sampled_from([0.0, 1.0, -1.0, 1e30, -1e30, math.nan, math.inf, 1e-30])
+
+
+def _tensor(shape, fill, dtype):
+    if dtype == "long":
+        return torch.ones(shape, dtype=torch.long)
+    t = torch.randn(shape, dtype=torch.float64 if dtype == "double" else torch.float32)
+    if fill is not None and t.numel():
+        t.view(-1)[0] = fill
+    return t
+
+
+@EXAMPLES
+@given(
+    layer=st.sampled_from(LAYERS),
+    batch=st.integers(0, 4), steps=st.integers(0, 6), features=st.integers(1, 4), declared=st.integers(1, 4),
+    hidden=st.integers(1, 5), num_layers=st.integers(1, 2), bidirectional=st.booleans(),
+    rank=st.sampled_from([1, 2, 3, 4]), fill=st.one_of(st.none(), floats),
+    dtype=st.sampled_from(["float", "double", "long"]),
+    lengths=st.one_of(st.none(), st.lists(st.integers(-2, 8), min_size=0, max_size=5)),
+    impl=st.sampled_from(["reference", "fused", "auto"]),
+)
+def test_layers_succeed_or_raise_rnnlab_error(layer, batch, steps, features, declared, hidden, num_layers,
+                                              bidirectional, rank, fill, dtype, lengths, impl):
+    try:
+        module = layer(declared, hidden, num_layers=num_layers, bidirectional=bidirectional, impl=impl)
+        if dtype == "double":
+            module = module.double()
+        shape = [(batch * steps * features,), (batch, features), (batch, steps, features), (batch, steps, features, 1)][rank - 1]
+        out, state = module(_tensor(shape, fill, dtype), lengths=lengths)
+    except RnnlabError:
+        return
+    # success: shapes are the documented ones
+    d = 2 if bidirectional else 1
+    assert out.shape == (batch, steps, d * hidden)
+    h = state[0] if isinstance(state, tuple) else state
+    assert h.shape == (num_layers * d, batch, hidden)
+
+
+@EXAMPLES
+@given(
+    n=st.integers(0, 12), steps=st.integers(1, 5), features=st.integers(1, 3), y_n=st.integers(0, 12),
+    fill=st.one_of(st.none(), floats), batch_size=st.integers(-1, 8),
+    loss=st.sampled_from(["mse", "mae", "binary_crossentropy", "sparse_categorical_crossentropy", "unknown"]),
+    y_kind=st.sampled_from(["float", "int", "text", "none"]),
+)
+def test_trainer_succeeds_or_raises_rnnlab_error(n, steps, features, y_n, fill, batch_size, loss, y_kind):
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn = rnnlab.GRU(features, 3)
+            self.head = torch.nn.Linear(3, 2 if loss == "sparse_categorical_crossentropy" else 1)
+
+        def forward(self, x):
+            out = self.head(self.rnn(x)[0][:, -1])
+            return torch.softmax(out, -1) if out.shape[-1] == 2 else torch.sigmoid(out)
+
+    x = np.random.default_rng(0).normal(size=(n, steps, features)).astype("float32")
+    if fill is not None and x.size:
+        x.flat[0] = fill
+    y = {"float": np.random.default_rng(1).random((y_n, 1)), "int": np.zeros(y_n, dtype=np.int64),
+         "text": np.array(["a"] * y_n), "none": None}[y_kind]
+    try:
+        trainer = Trainer(Net(), loss, learning_rate=1e-3)
+        trainer.fit(x, y, epochs=1, batch_size=batch_size, verbose=0)
+        trainer.evaluate(x, y)
+        assert trainer.predict(x).shape[0] == n
+    except RnnlabError:
+        return
+
+
+@settings(max_examples=200, deadline=None)
+@given(t=st.integers(1, 6), pad=st.integers(0, 4), where=st.sampled_from(["pre", "post"]), cell=st.sampled_from(["SimpleRNN", "LSTM", "GRU"]))
+def test_keras_masking_ignores_padding(t, pad, where, cell):
+    from rnnlab.keras import layers as kl
+    from rnnlab.keras.models import Sequential
+
+    torch.manual_seed(0)
+    model = Sequential([kl.Embedding(10, 3, mask_zero=True), getattr(kl, cell)(4)])
+    seq = list(range(1, t + 1))
+    padded = [0] * pad + seq if where == "pre" else seq + [0] * pad
+    a = model.predict(np.array([seq]))
+    b = model.predict(np.array([padded]))
+    np.testing.assert_allclose(a, b, atol=1e-5)
