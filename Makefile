@@ -12,7 +12,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml scripts/install-debian.sh
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e ".[apps,test]" torch==2.13.0
+	$(PIP) install -q -e ".[apps,test,bench]" torch==2.13.0
 	bash scripts/install-debian.sh
 	touch $(STAMP)
 

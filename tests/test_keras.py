@@ -1,5 +1,4 @@
 """Keras programs run on rnnlab after changing only their imports, and reach Keras-level quality."""
-import re
 import textwrap
 
 import numpy as np
@@ -10,21 +9,9 @@ from rnnlab.errors import RnnlabError
 from rnnlab.keras import callbacks as kcb
 from rnnlab.keras.layers import GRU, LSTM, Bidirectional, Dense, Embedding, Input, Masking, SimpleRNN
 from rnnlab.keras.models import Model, Sequential, load_model
+from rnnlab.keras.porting import port_imports
 from rnnlab.keras.utils import to_categorical
 from rnnlab.train import CheckpointError
-
-
-def port_imports(source: str) -> str:
-    """Rewrite only the import lines of a Keras program to use rnnlab.keras."""
-    lines = []
-    for line in textwrap.dedent(source).splitlines():
-        stripped = line.strip()
-        if stripped.startswith(("import ", "from ")) and "keras" in stripped:
-            line = (line.replace("from tensorflow import keras", "from rnnlab import keras")
-                        .replace("import keras", "import rnnlab.keras as keras") if stripped.startswith("import ")
-                    else re.sub(r"from (tensorflow\.)?keras", "from rnnlab.keras", line.replace("from tensorflow import keras", "from rnnlab import keras")))
-        lines.append(line)
-    return "\n".join(lines)
 
 
 def run_keras_program(source: str) -> dict:

@@ -16,7 +16,7 @@ from rnnlab.errors import RnnlabError
 # Order = order in --help.
 COMMAND_MODULES = (
     "demo", "toy", "forecast", "generate", "translate", "speech", "motor",
-    "gradients", "bench", "tune", "lr_find", "explain", "report",
+    "gradients", "bench", "bench_fit", "tune", "lr_find", "explain", "report",
 )
 
 
