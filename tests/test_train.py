@@ -220,3 +220,14 @@ def test_wrong_arguments():
         Trainer(Regressor(), "mse", learning_rate=-1)
     with pytest.raises(RnnlabError, match="batch_size must be a positive int"):
         Trainer(Regressor(), "mse").fit(*_sum_task(8), batch_size=0)
+
+
+def test_tensorboard_event_files_beside_the_log(tmp_path):
+    pytest.importorskip("tensorboard")
+    x, y = _sum_task(32)
+    Trainer(Regressor(), "mse", run_dir=tmp_path).fit(x, y, epochs=2, verbose=0)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("loss")] == [1, 2]

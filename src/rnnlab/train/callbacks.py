@@ -201,6 +201,44 @@ class TerminateOnNaN(Callback):
             self.trainer.stop_training = True
 
 
+def tensorboard_available() -> bool:
+    try:
+        from torch.utils.tensorboard import SummaryWriter  # noqa: F401  (needs the tensorboard package)
+    except ImportError:
+        return False
+    return True
+
+
+class TensorBoard(Callback):
+    """Write every epoch's logs (loss, metrics, lr) as TensorBoard scalars under ``log_dir``.
+
+    Needs the ``tensorboard`` package; view with ``tensorboard --logdir DIR``.
+    """
+
+    def __init__(self, log_dir="logs", **kwargs):
+        self.log_dir = str(log_dir)
+        self.writer = None
+
+    def on_train_begin(self, logs=None):
+        from torch.utils.tensorboard import SummaryWriter
+
+        if getattr(self.trainer, "is_main", True):
+            self.writer = SummaryWriter(self.log_dir)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.writer is None:
+            return
+        for k, v in (logs or {}).items():
+            if isinstance(v, (int, float)) and np.isfinite(v):
+                self.writer.add_scalar(k, v, epoch + 1)
+        self.writer.flush()
+
+    def on_train_end(self, logs=None):
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+
 class History(Callback):
     """``history.history``: a dict of per-epoch lists; ``history.epoch``: the epoch numbers."""
 

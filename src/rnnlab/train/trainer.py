@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from rnnlab.errors import RnnlabError
 from rnnlab.runs import write_json
 from rnnlab.train import distributed as dist_utils
-from rnnlab.train.callbacks import Callback, History
+from rnnlab.train.callbacks import Callback, History, TensorBoard, tensorboard_available
 from rnnlab.train.checkpoint import (CheckpointError, load_checkpoint, load_model_weights, rng_state,
                                      save_checkpoint, set_rng_state)
 from rnnlab.train.data import ArrayData, make_data
@@ -163,6 +163,8 @@ class Trainer:
             seed_everything(self.seed)
         self.stop_training = False
         callbacks = [self.history, *self.callbacks]
+        if self.run_dir is not None and tensorboard_available() and not any(isinstance(c, TensorBoard) for c in callbacks):
+            callbacks.append(TensorBoard(self.run_dir / "tensorboard"))  # event files beside log.csv
         for cb in callbacks:
             cb.set_trainer(self)
             cb.on_train_begin()
