@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 from rnnlab.errors import RnnlabError
@@ -51,7 +52,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from rnnlab.train.distributed import init_from_env
 
-    init_from_env()
+    if init_from_env():
+        from rnnlab.runs import is_main_process
+
+        if not is_main_process():  # one voice: only rank 0 prints tables and JSON
+            sys.stdout = open(os.devnull, "w")
     try:
         return int(args.func(args) or 0)
     except RnnlabError as exc:

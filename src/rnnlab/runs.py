@@ -18,6 +18,11 @@ from typing import Any
 import numpy as np
 
 
+def is_main_process() -> bool:
+    """False on the ranks > 0 of a torchrun launch: only rank 0 writes run folders and prints."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def new_run_dir(command: str, run_dir: str | os.PathLike | None = None) -> Path:
     """Return (and create) the run folder: ``run_dir`` if given, else ``runs/<command>/<timestamp>``."""
     if run_dir is None:
@@ -71,6 +76,8 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     """Write ``obj`` as indented JSON (dataclasses, NumPy and torch scalars converted), atomically."""
+    if not is_main_process():
+        return
     text = json.dumps(_jsonable(obj), indent=2, ensure_ascii=False)
     atomic_write_bytes(path, (text + "\n").encode("utf-8"))
 
@@ -98,8 +105,12 @@ def write_metrics(run_dir: Path, metrics: dict) -> None:
 
 
 def save_figure(fig, path: str | os.PathLike) -> Path:
-    """Save a matplotlib figure as PNG (dpi 110) and close it."""
+    """Save a matplotlib figure as PNG (dpi 110) and close it (only rank 0 writes under torchrun)."""
     import matplotlib.pyplot as plt
+
+    if not is_main_process():
+        plt.close(fig)
+        return Path(path)
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
