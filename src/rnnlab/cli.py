@@ -17,7 +17,7 @@ from rnnlab.errors import RnnlabError
 # Order = order in --help.
 COMMAND_MODULES = (
     "demo", "toy", "forecast", "generate", "translate", "speech", "motor",
-    "gradients", "bench", "bench_fit", "tune", "lr_find", "explain", "report",
+    "gradients", "bench", "bench_fit", "bench_ddp", "tune", "lr_find", "explain", "report",
 )
 
 
