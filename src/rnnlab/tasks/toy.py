@@ -113,6 +113,24 @@ def demo(run_dir) -> dict:
     return metrics
 
 
+def explain_inputs(checkpoint, input_spec: str | None) -> dict:
+    """For ``rnnlab explain toy``: the trained model and one sequence (``seed:N``, default seed:0)."""
+    from rnnlab.train.checkpoint import load_checkpoint, load_model_weights
+
+    state = load_checkpoint(checkpoint)
+    config = Config(**{k: v for k, v in (state.get("config") or {}).items() if k in {f.name for f in dataclasses.fields(Config)}})
+    model = Remember(config.cell, config.hidden)
+    load_model_weights(model, state["model"], checkpoint)
+    seed = 0
+    if input_spec:
+        if not input_spec.startswith("seed:") or not input_spec[5:].isdigit():
+            raise RnnlabError(f"toy --input must be seed:N (which generated sequence), got {input_spec!r}")
+        seed = int(input_spec[5:])
+    x, _ = make_data(dataclasses.replace(config, samples=1, seed=seed), seed_offset=7)
+    return {"model": model, "x": x, "baseline": "zeros", "inputs": x[..., 0],
+            "title": f"toy {config.cell}: which steps drive the recalled first value"}
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser("toy", help="train one cell on the remember-the-first-value toy task",
                               description=__doc__.split("\n\n")[0], epilog="Example: rnnlab toy --cell gru --steps 50 --json")
