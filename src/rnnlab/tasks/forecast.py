@@ -1,0 +1,454 @@
+"""``rnnlab forecast``: forecast a real series with SimpleRNN / LSTM / GRU against naive, seasonal
+naive, auto-ARIMA and ETS, all scored by the same rolling-origin backtest.
+
+The path: series (from statsmodels / pmdarima, or a CSV) -> chronological split (train /
+validation / test = last 20%) -> transform fitted on the past only (optional log, differencing at
+the seasonal lag, standardisation on the training part) -> windows of ``lookback`` inputs and
+``horizon`` targets -> a recurrent network with a quantile head (10%, 50%, 90%) trained with the
+pinball loss, early-stopped on validation, then refitted on train+validation -> intervals
+calibrated on validation (conformalised quantiles) -> rolling origins over the test part, stride =
+horizon -> MAE, RMSE, sMAPE, MASE, 80% coverage for every model -> table, JSON, PNG.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+import rnnlab
+from rnnlab.data.series import (DATASETS, Scaler, Series, backtest_origins, chronological_split, load_builtin,
+                                load_csv, windows)
+from rnnlab.errors import RnnlabError
+from rnnlab.metrics.forecast import all_metrics
+from rnnlab.runs import new_run_dir, print_table, save_figure, write_config, write_metrics
+from rnnlab.train import EarlyStopping, Trainer, seed_everything
+
+QUANTILES = (0.1, 0.5, 0.9)
+CELLS = {"rnn": rnnlab.RNN, "lstm": rnnlab.LSTM, "gru": rnnlab.GRU}
+
+# Per-dataset settings a forecaster would choose by looking at the series: horizon as in the
+# benchmark, a lookback of a few seasons, log for multiplicative seasonality, differencing at the
+# seasonal lag for trending or strongly seasonal series.
+DEFAULTS = {
+    "sunspots": {"horizon": 11, "lookback": 44, "log": False, "difference": False},
+    "co2": {"horizon": 12, "lookback": 36, "log": False, "difference": True},
+    "nile": {"horizon": 5, "lookback": 15, "log": False, "difference": False},
+    "airpassengers": {"horizon": 12, "lookback": 24, "log": True, "difference": True},
+    "taylor": {"horizon": 48, "lookback": 96, "log": False, "difference": True},
+}
+
+
+@dataclass
+class Config:
+    dataset: str = "sunspots"
+    csv: str | None = None
+    column: str | None = None
+    date_column: str | None = None
+    season: int = 1                 # for --csv
+    missing: str = "interpolate"
+    model: str = "all"              # rnn, lstm, gru or all
+    horizon: int = 0                # 0: the dataset's default
+    lookback: int = 0               # 0: the dataset's default
+    log: bool | None = None         # None: the dataset's default
+    difference: bool | None = None  # None: the dataset's default
+    hidden: int = 32
+    epochs: int = 150
+    patience: int = 20
+    batch_size: int = 32
+    learning_rate: float = 3e-3
+    ensemble: int = 3
+    baselines: bool = True
+    seed: int = 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------------------------
+
+
+def load_series(config: Config) -> Series:
+    if config.csv:
+        return load_csv(config.csv, config.column, config.date_column, config.season, config.missing)
+    return load_builtin(config.dataset, config.missing)
+
+
+def resolve(config: Config, series: Series) -> Config:
+    """Fill the 0/None settings with the dataset's defaults."""
+    d = DEFAULTS.get(series.name, {"horizon": max(1, series.season), "lookback": max(12, 3 * series.season),
+                                   "log": False, "difference": series.season > 1})
+    pick = lambda v, k: d[k] if v in (0, None) else v  # noqa: E731
+    return dataclasses.replace(config, horizon=pick(config.horizon, "horizon"), lookback=pick(config.lookback, "lookback"),
+                               log=pick(config.log, "log"), difference=pick(config.difference, "difference"))
+
+
+class Transform:
+    """log (optional) -> difference at lag m (optional) -> standardise (training part only)."""
+
+    def __init__(self, values: np.ndarray, fit_end: int, log: bool, lag: int):
+        if log and (values[:fit_end] <= 0).any():
+            raise RnnlabError("log transform needs a positive series; use --no-log")
+        self.log, self.lag = log, lag
+        z = self._pre(values)
+        self.scaler = Scaler(z[lag:fit_end] if lag else z[:fit_end])
+
+    def _pre(self, values):
+        z = np.log(values) if self.log else np.asarray(values, dtype=np.float64)
+        if self.lag:
+            d = np.full_like(z, np.nan)
+            d[self.lag:] = z[self.lag:] - z[:-self.lag]
+            return d
+        return z
+
+    def forward(self, values):
+        return self.scaler(self._pre(values))
+
+    def inverse(self, history: np.ndarray, scaled_future: np.ndarray) -> np.ndarray:
+        """Forecasts on the original scale from the history before the origin and scaled outputs (..., h)."""
+        d = self.scaler.inverse(scaled_future)
+        base = np.log(history) if self.log else np.asarray(history, dtype=np.float64)
+        if self.lag:  # z_{o+k} = z_{o+k-m} + d_{o+k}: from the history, then from earlier forecasts
+            m, z = self.lag, np.empty_like(d)
+            for k in range(d.shape[-1]):
+                z[..., k] = (base[len(base) - m + k] if k < m else z[..., k - m]) + d[..., k]
+        else:
+            z = d
+        return np.exp(z) if self.log else z
+
+
+# ---------------------------------------------------------------------------------------------
+# Model
+# ---------------------------------------------------------------------------------------------
+
+
+class QuantileForecaster(nn.Module):
+    """Recurrent encoder of the lookback window -> (horizon, 3 quantiles) from the last state."""
+
+    def __init__(self, cell: str, hidden: int, horizon: int):
+        super().__init__()
+        self.rnn = CELLS[cell](1, hidden)
+        self.head = nn.Linear(hidden, horizon * len(QUANTILES))
+        self.horizon = horizon
+
+    def forward(self, x):
+        out, _ = self.rnn(x)
+        q = self.head(out[:, -1]).view(-1, self.horizon, len(QUANTILES))
+        # sort so quantiles never cross
+        return torch.sort(q, dim=-1).values
+
+
+def pinball_loss(pred, target):
+    """Mean quantile (pinball) loss over horizon and quantiles."""
+    q = torch.tensor(QUANTILES, dtype=pred.dtype).view(1, 1, -1)
+    err = target.unsqueeze(-1) - pred
+    return torch.maximum(q * err, (q - 1) * err).mean()
+
+
+def _fit(cell, config, x, y, epochs, seed, val=None, callbacks=()):
+    seed_everything(seed)
+    model = QuantileForecaster(cell, config.hidden, config.horizon)
+    trainer = Trainer(model, pinball_loss, learning_rate=config.learning_rate, clipnorm=1.0, seed=seed,
+                      callbacks=list(callbacks))
+    stopper = None
+    if val is not None:
+        stopper = EarlyStopping(patience=config.patience, restore_best_weights=True)
+        trainer.callbacks.append(stopper)
+    trainer.fit(x, y, epochs=epochs, batch_size=config.batch_size, validation_data=val, verbose=0)
+    best_epoch = (stopper.best_epoch + 1) if stopper is not None else epochs
+    return model, best_epoch
+
+
+def train_rnn(cell: str, series: Series, config: Config, split, transform: Transform, callbacks=()):
+    """Early-stop on validation, refit on train+validation for that many epochs; an ensemble of seeds.
+
+    Returns ``(models, val_scores)`` where ``val_scores`` are conformity scores on validation.
+    """
+    z = transform.forward(series.values).astype(np.float32)
+    start = transform.lag
+    xt, yt = windows(z, config.lookback, config.horizon, start + config.lookback, split.train_end)
+    xv, yv = windows(z, config.lookback, config.horizon, split.train_end, split.val_end)
+    xa, ya = windows(z, config.lookback, config.horizon, start + config.lookback, split.val_end)
+    models, val_preds = [], []
+    for member in range(config.ensemble):
+        seed = config.seed * 100 + member
+        probe, best_epoch = _fit(cell, config, xt[..., None], yt, config.epochs, seed, (xv[..., None], yv), callbacks)
+        with torch.no_grad():
+            val_preds.append(probe(torch.from_numpy(xv[..., None])).numpy())
+        model, _ = _fit(cell, config, xa[..., None], ya, max(best_epoch, 5), seed)
+        models.append(model)
+    q = np.mean(val_preds, 0)
+    # conformity scores of the 80% band on validation (conformalised quantile regression)
+    scores = np.maximum(q[..., 0] - yv, yv - q[..., 2]).ravel()
+    return models, scores
+
+
+def predict_rnn(models, series: Series, config: Config, transform: Transform, origins, margin: float):
+    z = transform.forward(series.values).astype(np.float32)
+    x = np.stack([z[o - config.lookback:o] for o in origins])[..., None]
+    with torch.no_grad():
+        q = np.mean([m(torch.from_numpy(x)).numpy() for m in models], 0)
+    q[..., 0] -= margin
+    q[..., 2] += margin
+    out = np.stack([transform.inverse(series.values[:o], q[i, :, :].T) for i, o in enumerate(origins)])
+    return out[:, 1], out[:, 0], out[:, 2]  # median, lower, upper; (origins, horizon)
+
+
+# ---------------------------------------------------------------------------------------------
+# Baselines (same origins, same horizon)
+# ---------------------------------------------------------------------------------------------
+
+
+def naive(values, origins, h):
+    return np.stack([np.repeat(values[o - 1], h) for o in origins])
+
+
+def seasonal_naive(values, origins, h, m):
+    m = max(1, m)
+    return np.stack([[values[o - m * (k // m + 1) + k] for k in range(h)] for o in origins])
+
+
+def arima_forecasts(values, fit_end, origins, h, m):
+    """auto-ARIMA (pmdarima, stepwise AIC) fitted on the past of the test part, then filtered forward
+    to each origin with fixed parameters. Long seasons (m > 12) are differenced at lag m first."""
+    import pmdarima as pm
+    from statsmodels.tsa.statespace.sarimax import SARIMAX
+
+    lag = m if m > 12 else 0
+    series = values[lag:] - values[:-lag] if lag else values
+    cut = fit_end - lag
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        kwargs = dict(seasonal=1 < m <= 12, m=m if 1 < m <= 12 else 1, stepwise=True, suppress_warnings=True,
+                      error_action="ignore", max_p=3, max_q=3, max_P=1, max_Q=1)
+        try:
+            auto = pm.auto_arima(series[:cut], **kwargs)
+        except ValueError:  # the unit-root tests can fail on very regular series: difference once, as is usual
+            auto = pm.auto_arima(series[:cut], d=1, D=1 if kwargs["seasonal"] else None, **kwargs)
+        res = SARIMAX(series[:cut], order=auto.order, seasonal_order=auto.seasonal_order,
+                      trend="c" if auto.with_intercept else None).fit(disp=False)
+        out = []
+        for o in origins:
+            f = res.apply(series[:o - lag]).forecast(h)
+            if lag:
+                f = np.array([values[o - lag + k] for k in range(h)]) + f
+            out.append(f)
+    return np.stack(out), f"ARIMA{auto.order}{auto.seasonal_order if auto.seasonal_order[3] else ''}"
+
+
+def ets_forecasts(values, fit_end, origins, h, m):
+    """Holt-Winters ETS, configuration chosen by AIC on the past of the test part, parameters kept
+    fixed while the filter runs forward to each origin."""
+    from statsmodels.tsa.holtwinters import ExponentialSmoothing
+
+    positive = (values[:fit_end] > 0).all()
+    seasonal_opts = [None] if m <= 1 else ["add"] + (["mul"] if positive else [])
+    best = None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for trend in (None, "add"):
+            for damped in ((False, True) if trend else (False,)):
+                for seasonal in seasonal_opts:
+                    model = ExponentialSmoothing(values[:fit_end], trend=trend, damped_trend=damped, seasonal=seasonal,
+                                                 seasonal_periods=m if seasonal else None, initialization_method="heuristic"
+                                                 if seasonal and m > 24 else "estimated")
+                    try:
+                        fit = model.fit(optimized=True)
+                    except (ValueError, np.linalg.LinAlgError):
+                        continue
+                    if np.isfinite(fit.aic) and (best is None or fit.aic < best[0]):
+                        best = (fit.aic, trend, damped, seasonal, fit)
+        if best is None:
+            raise RnnlabError("ETS could not be fitted to this series")
+        _, trend, damped, seasonal, fit = best
+        params = {k: fit.params[k] for k in ("smoothing_level", "smoothing_trend", "smoothing_seasonal", "damping_trend")
+                  if fit.params.get(k) is not None and np.isfinite(fit.params.get(k))}
+        init = {"initial_level": fit.params["initial_level"]}
+        if trend:
+            init["initial_trend"] = fit.params["initial_trend"]
+        if seasonal:
+            init["initial_seasonal"] = fit.params["initial_seasons"]
+        out = []
+        for o in origins:
+            again = ExponentialSmoothing(values[:o], trend=trend, damped_trend=damped, seasonal=seasonal,
+                                         seasonal_periods=m if seasonal else None, initialization_method="known", **init)
+            out.append(again.fit(optimized=False, **params).forecast(h))
+    name = f"ETS({'A' if trend else 'N'}{'d' if damped else ''},{ {'add': 'A', 'mul': 'M'}.get(seasonal, 'N') })"
+    return np.stack(out), name.replace(" ", "")
+
+
+# ---------------------------------------------------------------------------------------------
+# The run
+# ---------------------------------------------------------------------------------------------
+
+
+def _score(actual, forecasts, train, m, lower=None, upper=None):
+    mask = ~np.isnan(actual)
+    return all_metrics(actual[mask], forecasts[mask], train, m,
+                       None if lower is None else lower[mask], None if upper is None else upper[mask])
+
+
+def run(config: Config, run_dir=None, verbose: bool = True, callbacks=()) -> dict:
+    series = load_series(config)
+    config = resolve(config, series)
+    if config.horizon < 1 or config.lookback < 1:
+        raise RnnlabError(f"horizon and lookback must be >= 1, got {config.horizon}, {config.lookback}")
+    lag = series.season if config.difference else 0
+    split = chronological_split(series, lookback=config.lookback + lag, horizon=config.horizon)
+    n, h, m = len(series), config.horizon, series.season
+    origins = backtest_origins(n, split.val_end, h)
+    actual = np.full((len(origins), h), np.nan)
+    for i, o in enumerate(origins):
+        seg = series.values[o:o + h]
+        actual[i, :len(seg)] = seg
+    past = series.values[:split.val_end]
+    results, forecasts, timings = {}, {}, {}
+
+    def add(name, f, lo=None, hi=None):
+        forecasts[name] = (f, lo, hi)
+        results[name] = _score(actual, f, past, m, lo, hi)
+
+    add("naive", naive(series.values, origins, h))
+    add("seasonal_naive", seasonal_naive(series.values, origins, h, m))
+    names = {}
+    if config.baselines:
+        start = time.perf_counter()
+        f, names["arima"] = arima_forecasts(series.values, split.val_end, origins, h, m)
+        add("arima", f)
+        timings["arima_s"] = time.perf_counter() - start
+        start = time.perf_counter()
+        f, names["ets"] = ets_forecasts(series.values, split.val_end, origins, h, m)
+        add("ets", f)
+        timings["ets_s"] = time.perf_counter() - start
+    transform = Transform(series.values, split.train_end, config.log, lag)
+    cells = list(CELLS) if config.model == "all" else [config.model]
+    for cell in cells:
+        if cell not in CELLS:
+            raise RnnlabError(f"--model must be one of {sorted(CELLS)} or all, got {config.model!r}")
+        start = time.perf_counter()
+        models, scores = train_rnn(cell, series, config, split, transform, callbacks)
+        level = min(1.0, np.ceil(0.8 * (len(scores) + 1)) / len(scores))
+        margin = float(np.quantile(scores, level))
+        f, lo, hi = predict_rnn(models, series, config, transform, origins, margin)
+        add(cell, f, lo, hi)
+        timings[f"{cell}_s"] = time.perf_counter() - start
+    best = min(cells, key=lambda c: results[c]["mase"])
+    summary = {"dataset": series.name, "horizon": h, "lookback": config.lookback, "season": m,
+               "test_points": int(np.sum(~np.isnan(actual))), "origins": len(origins), "best_rnn": best,
+               "baseline_names": names, "metrics": results, "timings": timings}
+    if run_dir is not None:
+        plot_forecast(series, split, origins, forecasts, best, run_dir / "forecast.png")
+    return summary
+
+
+def plot_forecast(series: Series, split, origins, forecasts, best: str, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(series)
+    show_from = max(0, split.val_end - 3 * len(series.values[split.val_end:]))
+    t = np.arange(n)
+    fig, ax = plt.subplots(figsize=(11, 4))
+    ax.plot(t[show_from:], series.values[show_from:], color="black", lw=1, label="actual")
+    ax.axvline(split.val_end, color="gray", ls=":", lw=1)
+    h = forecasts[best][0].shape[1]
+    idx = np.concatenate([np.arange(o, o + h) for o in origins])
+    keep = idx < n
+    f, lo, hi = (v.ravel()[keep] for v in forecasts[best])
+    ax.fill_between(idx[keep], lo, hi, color="tab:blue", alpha=0.2, label="80% interval")
+    ax.plot(idx[keep], f, color="tab:blue", lw=1.2, label=f"{best} (rolling origin)")
+    for name, color in (("ets", "tab:orange"), ("arima", "tab:green")):
+        if name in forecasts:
+            ax.plot(idx[keep], forecasts[name][0].ravel()[keep], color=color, lw=0.9, alpha=0.8, label=name)
+    ax.set(title=f"{series.name}: test part, horizon {h}, stride {h}", xlabel="time index", ylabel="value")
+    ax.legend(fontsize=8, ncol=5)
+    save_figure(fig, path)
+
+
+def print_results(summary: dict) -> None:
+    rows = [{"model": name, **{k: v for k, v in r.items()}} for name, r in summary["metrics"].items()]
+    print(f"{summary['dataset']}: horizon {summary['horizon']}, {summary['test_points']} test points, "
+          f"{summary['origins']} origins (season {summary['season']})")
+    print_table(rows, ["model", "mase", "mae", "rmse", "smape", "coverage80", "n"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Task protocol (rnnlab tune / lr-find) and CLI
+# ---------------------------------------------------------------------------------------------
+
+
+def build(config: Config, callbacks=(), run_dir=None):
+    """Trainer + training windows + validation windows for one ``config.model`` (default lstm)."""
+    series = load_series(config)
+    config = resolve(dataclasses.replace(config, model="lstm" if config.model == "all" else config.model), series)
+    lag = series.season if config.difference else 0
+    split = chronological_split(series, lookback=config.lookback + lag, horizon=config.horizon)
+    transform = Transform(series.values, split.train_end, config.log, lag)
+    z = transform.forward(series.values).astype(np.float32)
+    xt, yt = windows(z, config.lookback, config.horizon, lag + config.lookback, split.train_end)
+    xv, yv = windows(z, config.lookback, config.horizon, split.train_end, split.val_end)
+    seed_everything(config.seed)
+    model = QuantileForecaster(config.model, config.hidden, config.horizon)
+    trainer = Trainer(model, pinball_loss, learning_rate=config.learning_rate, clipnorm=1.0, seed=config.seed,
+                      callbacks=list(callbacks), run_dir=run_dir, config=dataclasses.asdict(config))
+    return trainer, (xt[..., None], yt), (xv[..., None], yv)
+
+
+def objective(config: Config, callbacks=()) -> float:
+    """Validation pinball loss of one model (what ``rnnlab tune forecast`` minimises)."""
+    trainer, train, val = build(config, callbacks)
+    history = trainer.fit(*train, epochs=config.epochs, batch_size=config.batch_size, validation_data=val, verbose=0)
+    return float(min(history.history["val_loss"]))
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("forecast", help="forecast a real series: RNN/LSTM/GRU vs naive, seasonal naive, ARIMA, ETS",
+                              description=__doc__.split("\n\n")[0],
+                              epilog=f"Datasets: {', '.join(DATASETS)}. Example: rnnlab forecast --dataset airpassengers --json",
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    from rnnlab.cli import add_config_arguments, add_run_arguments
+
+    add_config_arguments(p, Config)
+    p.set_defaults(dataset="sunspots")
+    for action in p._actions:
+        if action.dest == "dataset":
+            action.choices = DATASETS
+        if action.dest == "model":
+            action.choices = ("all", *CELLS)
+    add_run_arguments(p)
+    p.set_defaults(func=_main)
+
+
+def _main(args) -> int:
+    from rnnlab.cli import config_from_args
+
+    config = config_from_args(Config, args)
+    if args.dry_run:
+        config = dataclasses.replace(config, epochs=2, ensemble=1, baselines=False, hidden=8)
+    run_dir = new_run_dir("forecast", args.run_dir)
+    write_config(run_dir, config)
+    summary = run(config, run_dir, verbose=not args.json)
+    write_metrics(run_dir, summary)
+    if args.json:
+        print(json.dumps({k: summary[k] for k in ("dataset", "horizon", "metrics", "best_rnn", "test_points")}))
+    else:
+        print_results(summary)
+        print(f"plot: {run_dir / 'forecast.png'}")
+    return 0
+
+
+def demo(run_dir) -> dict:
+    """Airpassengers with one small ensemble per cell and every baseline (about a minute)."""
+    config = Config(dataset="airpassengers", ensemble=1, epochs=100)
+    summary = run(config, run_dir)
+    write_config(run_dir, config)
+    write_metrics(run_dir, summary["metrics"])
+    print_results(summary)
+    return {name: round(r["mase"], 3) for name, r in summary["metrics"].items()}

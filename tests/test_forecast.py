@@ -1,0 +1,115 @@
+"""Forecasting: windows without leaks, metrics against hand-computed values, bad input, the CLI."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from rnnlab.data.series import Scaler, Series, chronological_split, load_builtin, load_csv, windows
+from rnnlab.errors import RnnlabError
+from rnnlab.metrics.forecast import coverage, mae, mase, rmse, smape
+from rnnlab.tasks import forecast
+
+
+def test_windows_never_reach_past_their_stop():
+    values = np.arange(20.0)
+    x, y = windows(values, lookback=4, horizon=3, start=4, stop=12)
+    assert x.shape == (6, 4) and y.shape == (6, 3)
+    assert y.max() == 11  # the last target is stop-1: nothing from [12, 20) leaks in
+    np.testing.assert_array_equal(x[0], [0, 1, 2, 3])
+    np.testing.assert_array_equal(y[0], [4, 5, 6])
+    assert (x[:, -1] + 1 == y[:, 0]).all()
+
+
+def test_the_test_part_never_informs_training():
+    """Poison the test part: training windows, scaler and transform must not change."""
+    series = load_builtin("airpassengers")
+    config = forecast.resolve(forecast.Config(dataset="airpassengers"), series)
+    split = chronological_split(series, lookback=config.lookback + series.season, horizon=config.horizon)
+    poisoned = series.values.copy()
+    poisoned[split.val_end:] = 1e9
+    a = forecast.Transform(series.values, split.train_end, True, 12)
+    b = forecast.Transform(poisoned, split.train_end, True, 12)
+    assert (a.scaler.mean, a.scaler.std) == (b.scaler.mean, b.scaler.std)
+    za, zb = a.forward(series.values), b.forward(poisoned)
+    xa, ya = windows(za, config.lookback, config.horizon, 12 + config.lookback, split.val_end)
+    xb, yb = windows(zb, config.lookback, config.horizon, 12 + config.lookback, split.val_end)
+    np.testing.assert_array_equal(xa, xb)
+    np.testing.assert_array_equal(ya, yb)
+
+
+def test_transform_inverse_reconstructs_the_series():
+    values = np.exp(np.linspace(1, 3, 60)) + 5 * np.sin(np.arange(60)) + 10
+    t = forecast.Transform(values, 40, True, 12)
+    z = t.forward(values)
+    back = t.inverse(values[:45], z[45:60][None, :])[0]  # 15 steps: past one season, recursively
+    np.testing.assert_allclose(back, values[45:60], rtol=1e-9)
+
+
+def test_metrics_against_hand_computed_values():
+    a, f = np.array([1.0, 2.0, 4.0]), np.array([2.0, 2.0, 2.0])
+    assert mae(a, f) == pytest.approx(1.0)
+    assert rmse(a, f) == pytest.approx(np.sqrt(5 / 3))
+    assert smape(a, f) == pytest.approx(100 * (2 / 3 + 0 + 4 / 6) / 3)
+    train = np.array([1.0, 3.0, 2.0, 6.0])  # seasonal naive m=2 errors: |2-1|, |6-3| -> scale 2
+    assert mase(a, f, train, 2) == pytest.approx(0.5)
+    assert coverage(a, [0, 0, 5], [1.5, 3, 6]) == pytest.approx(2 / 3)
+    with pytest.raises(RnnlabError, match="constant"):
+        mase(a, f, np.ones(5), 1)
+
+
+def test_baselines_forecast_from_the_past_only():
+    values = np.arange(30.0)
+    origins = np.array([20, 25])
+    np.testing.assert_array_equal(forecast.naive(values, origins, 3), [[19, 19, 19], [24, 24, 24]])
+    np.testing.assert_array_equal(forecast.seasonal_naive(values, origins, 5, 3), [[17, 18, 19, 17, 18], [22, 23, 24, 22, 23]])
+
+
+def test_bad_csv_input(tmp_path):
+    text = tmp_path / "text.csv"
+    text.write_text("date,value\n2020-01-01,1\n2020-01-02,abc\n")
+    with pytest.raises(RnnlabError, match="must hold numbers, got text such as 'abc' at row 3"):
+        load_csv(text, "value")
+    empty = tmp_path / "nan.csv"
+    empty.write_text("date,value\n2020-01-01,\n2020-01-02,\n")
+    with pytest.raises(RnnlabError, match="no numeric value at all"):
+        load_csv(empty, "value")
+    short = tmp_path / "short.csv"
+    short.write_text("v\n" + "\n".join(str(i) for i in range(10)) + "\n")
+    with pytest.raises(RnnlabError, match="too short"):
+        chronological_split(load_csv(short, "v"), lookback=12, horizon=3)
+    gaps = tmp_path / "gaps.csv"
+    gaps.write_text("v\n1\nNA\n3\n4\n")
+    assert load_csv(gaps, "v").values.tolist() == [1, 2, 3, 4]
+    with pytest.raises(RnnlabError, match="1 missing values"):
+        load_csv(gaps, "v", missing="error")
+    with pytest.raises(RnnlabError, match="no column 'x'"):
+        load_csv(gaps, "x")
+
+
+def test_real_series_load_with_their_seasons():
+    for name, m, n in [("sunspots", 11, 309), ("nile", 1, 100), ("airpassengers", 12, 144)]:
+        s = load_builtin(name)
+        assert (s.season, len(s)) == (m, n) and np.isfinite(s.values).all()
+    co2 = load_builtin("co2")
+    assert co2.filled.sum() == 5 and np.isfinite(co2.values).all()  # 5 empty months interpolated
+
+
+def test_cli_end_to_end(tmp_path):
+    csv = tmp_path / "mine.csv"
+    t = np.arange(120)
+    noise = np.random.default_rng(0).normal(0, 1.0, len(t))
+    csv.write_text("month,sales\n" + "\n".join(f"{i},{100 + 10 * np.sin(2 * np.pi * i / 12) + 0.5 * i + e:.3f}"
+                                               for i, e in zip(t, noise)))
+    done = subprocess.run([sys.executable, "-m", "rnnlab", "forecast", "--csv", str(csv), "--column", "sales", "--season", "12",
+                           "--model", "gru", "--epochs", "20", "--ensemble", "1", "--json", "--run-dir", str(tmp_path / "run")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = json.loads(done.stdout)
+    assert set(out["metrics"]) == {"naive", "seasonal_naive", "arima", "ets", "gru"}
+    assert out["metrics"]["gru"]["mase"] < out["metrics"]["naive"]["mase"]
+    assert (tmp_path / "run" / "forecast.png").stat().st_size > 10_000
+    bad = subprocess.run([sys.executable, "-m", "rnnlab", "forecast", "--csv", str(csv), "--column", "nope"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "no column 'nope'" in bad.stderr and "Traceback" not in bad.stderr
