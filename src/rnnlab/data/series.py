@@ -6,7 +6,10 @@
 | co2 | statsmodels (Mauna Loa, weekly with gaps) | monthly means | 12 | last 20% |
 | nile | statsmodels (Aswan flow) | yearly (1871-1970) | 1 | last 20% |
 | airpassengers | pmdarima | monthly (1949-1960) | 12 | last 20% |
-| taylor | pmdarima (electricity demand) | half-hourly | 336 (a week) | last 1344 points (4 weeks) |
+| taylor | pmdarima (electricity demand) | half-hourly | 48 (a day); models also use 336 (a week) | last 1344 points (4 weeks) |
+
+``season`` is the period of the seasonal-naive forecast and of the MASE scale; ``model_season``
+the longest period the models may use (taylor: a day for the benchmark, a week for the models).
 
 Missing values are never propagated silently: ``missing="interpolate"`` fills gaps linearly in
 time, ``"error"`` refuses them, naming where they are.
@@ -31,6 +34,11 @@ class Series:
     test_size: int                # points held out at the end
     dates: np.ndarray | None = None
     filled: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))  # interpolated points
+    model_season: int = 0         # the longest period models exploit (0: same as season)
+
+    @property
+    def long_season(self) -> int:
+        return self.model_season or self.season
 
     def __len__(self) -> int:
         return len(self.values)
@@ -88,7 +96,7 @@ def load_builtin(name: str, missing: str = "interpolate") -> Series:
         import pmdarima as pm
 
         values, filled = _handle_missing(pm.datasets.load_taylor(), missing, name)
-        return Series(name, values, 336, 1344, None, filled)
+        return Series(name, values, 48, 1344, None, filled, model_season=336)
     raise RnnlabError(f"unknown dataset {name!r}; available: {', '.join(DATASETS)} (or --csv PATH)")
 
 

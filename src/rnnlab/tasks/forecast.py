@@ -29,6 +29,7 @@ from rnnlab.errors import RnnlabError
 from rnnlab.metrics.forecast import all_metrics
 from rnnlab.runs import new_run_dir, print_table, save_figure, write_config, write_metrics
 from rnnlab.train import EarlyStopping, Trainer, seed_everything
+from rnnlab.train.checkpoint import load_checkpoint, load_model_weights, save_checkpoint
 
 QUANTILES = (0.1, 0.5, 0.9)
 CELLS = {"rnn": rnnlab.RNN, "lstm": rnnlab.LSTM, "gru": rnnlab.GRU}
@@ -41,7 +42,9 @@ DEFAULTS = {
     "co2": {"horizon": 12, "lookback": 36, "log": False, "difference": True},
     "nile": {"horizon": 5, "lookback": 15, "log": False, "difference": False},
     "airpassengers": {"horizon": 12, "lookback": 24, "log": True, "difference": True},
-    "taylor": {"horizon": 48, "lookback": 96, "log": False, "difference": True},
+    # taylor: 4032 half-hours make ~2400 training windows; fewer epochs keep it to minutes
+    "taylor": {"horizon": 48, "lookback": 96, "log": False, "difference": True, "epochs": 30, "patience": 6,
+               "ensemble": 1},
 }
 
 
@@ -53,7 +56,7 @@ class Config:
     date_column: str | None = None
     season: int = 1                 # for --csv
     missing: str = "interpolate"
-    model: str = "all"              # rnn, lstm, gru or all
+    model: str = "all"              # rnn, lstm, gru or all (all also reports their ensemble)
     horizon: int = 0                # 0: the dataset's default
     lookback: int = 0               # 0: the dataset's default
     log: bool | None = None         # None: the dataset's default
@@ -84,8 +87,12 @@ def resolve(config: Config, series: Series) -> Config:
     d = DEFAULTS.get(series.name, {"horizon": max(1, series.season), "lookback": max(12, 3 * series.season),
                                    "log": False, "difference": series.season > 1})
     pick = lambda v, k: d[k] if v in (0, None) else v  # noqa: E731
-    return dataclasses.replace(config, horizon=pick(config.horizon, "horizon"), lookback=pick(config.lookback, "lookback"),
-                               log=pick(config.log, "log"), difference=pick(config.difference, "difference"))
+    config = dataclasses.replace(config, horizon=pick(config.horizon, "horizon"), lookback=pick(config.lookback, "lookback"),
+                                 log=pick(config.log, "log"), difference=pick(config.difference, "difference"))
+    if config.epochs == Config.epochs and "epochs" in d:  # dataset-specific budget unless the user chose one
+        config = dataclasses.replace(config, epochs=d["epochs"], patience=d.get("patience", config.patience),
+                                     ensemble=d.get("ensemble", config.ensemble))
+    return config
 
 
 class Transform:
@@ -298,9 +305,9 @@ def run(config: Config, run_dir=None, verbose: bool = True, callbacks=()) -> dic
     config = resolve(config, series)
     if config.horizon < 1 or config.lookback < 1:
         raise RnnlabError(f"horizon and lookback must be >= 1, got {config.horizon}, {config.lookback}")
-    lag = series.season if config.difference else 0
+    lag = series.long_season if config.difference else 0
     split = chronological_split(series, lookback=config.lookback + lag, horizon=config.horizon)
-    n, h, m = len(series), config.horizon, series.season
+    n, h, m, long_m = len(series), config.horizon, series.season, series.long_season
     origins = backtest_origins(n, split.val_end, h)
     actual = np.full((len(origins), h), np.nan)
     for i, o in enumerate(origins):
@@ -318,15 +325,16 @@ def run(config: Config, run_dir=None, verbose: bool = True, callbacks=()) -> dic
     names = {}
     if config.baselines:
         start = time.perf_counter()
-        f, names["arima"] = arima_forecasts(series.values, split.val_end, origins, h, m)
+        f, names["arima"] = arima_forecasts(series.values, split.val_end, origins, h, long_m)
         add("arima", f)
         timings["arima_s"] = time.perf_counter() - start
         start = time.perf_counter()
-        f, names["ets"] = ets_forecasts(series.values, split.val_end, origins, h, m)
+        f, names["ets"] = ets_forecasts(series.values, split.val_end, origins, h, long_m)
         add("ets", f)
         timings["ets_s"] = time.perf_counter() - start
     transform = Transform(series.values, split.train_end, config.log, lag)
     cells = list(CELLS) if config.model == "all" else [config.model]
+    trained = {}
     for cell in cells:
         if cell not in CELLS:
             raise RnnlabError(f"--model must be one of {sorted(CELLS)} or all, got {config.model!r}")
@@ -336,13 +344,22 @@ def run(config: Config, run_dir=None, verbose: bool = True, callbacks=()) -> dic
         margin = float(np.quantile(scores, level))
         f, lo, hi = predict_rnn(models, series, config, transform, origins, margin)
         add(cell, f, lo, hi)
+        trained[cell] = models[0]
         timings[f"{cell}_s"] = time.perf_counter() - start
+    if len(cells) > 1:  # the three cells' quantiles averaged: a cheap, usually better ensemble
+        stacked = [forecasts[c] for c in cells]
+        add("ensemble", *(np.mean([f[i] for f in stacked], 0) for i in range(3)))
+        cells = cells + ["ensemble"]
     best = min(cells, key=lambda c: results[c]["mase"])
-    summary = {"dataset": series.name, "horizon": h, "lookback": config.lookback, "season": m,
+    summary = {"dataset": series.name, "horizon": h, "lookback": config.lookback, "season": m, "model_season": long_m,
                "test_points": int(np.sum(~np.isnan(actual))), "origins": len(origins), "best_rnn": best,
                "baseline_names": names, "metrics": results, "timings": timings}
     if run_dir is not None:
         plot_forecast(series, split, origins, forecasts, best, run_dir / "forecast.png")
+        best_cell = min(trained, key=lambda c: results[c]["mase"])
+        save_checkpoint(run_dir / "model.safetensors", {
+            "model": trained[best_cell].state_dict(), "cell": best_cell,
+            "config": dataclasses.asdict(dataclasses.replace(config, model=best_cell)), "test_start": int(split.val_end)})
     return summary
 
 
@@ -388,7 +405,7 @@ def build(config: Config, callbacks=(), run_dir=None):
     """Trainer + training windows + validation windows for one ``config.model`` (default lstm)."""
     series = load_series(config)
     config = resolve(dataclasses.replace(config, model="lstm" if config.model == "all" else config.model), series)
-    lag = series.season if config.difference else 0
+    lag = series.long_season if config.difference else 0
     split = chronological_split(series, lookback=config.lookback + lag, horizon=config.horizon)
     transform = Transform(series.values, split.train_end, config.log, lag)
     z = transform.forward(series.values).astype(np.float32)
@@ -406,6 +423,29 @@ def objective(config: Config, callbacks=()) -> float:
     trainer, train, val = build(config, callbacks)
     history = trainer.fit(*train, epochs=config.epochs, batch_size=config.batch_size, validation_data=val, verbose=0)
     return float(min(history.history["val_loss"]))
+
+
+def explain_inputs(checkpoint, input_spec: str | None) -> dict:
+    """For ``rnnlab explain forecast``: which past points drove the first forecast step.
+
+    ``--input`` is the origin (an index into the series; default: the start of the test part)."""
+    state = load_checkpoint(checkpoint)
+    fields = {f.name for f in dataclasses.fields(Config)}
+    config = Config(**{k: v for k, v in state["config"].items() if k in fields})
+    series = load_series(config)
+    config = resolve(config, series)
+    lag = series.long_season if config.difference else 0
+    split = chronological_split(series, lookback=config.lookback + lag, horizon=config.horizon)
+    model = QuantileForecaster(state["cell"], config.hidden, config.horizon)
+    load_model_weights(model, state["model"], checkpoint)
+    origin = int(state["test_start"]) if not input_spec else int(input_spec)
+    if not config.lookback + lag <= origin <= len(series):
+        raise RnnlabError(f"--input must be an origin in [{config.lookback + lag}, {len(series)}], got {origin}")
+    z = Transform(series.values, split.train_end, config.log, lag).forward(series.values).astype(np.float32)
+    x = torch.from_numpy(z[origin - config.lookback:origin].copy()).view(1, -1, 1)
+    return {"model": model, "forward": lambda inp: model(inp)[:, 0, :], "target": 1, "x": x, "baseline": "mean",
+            "inputs": x[..., 0], "step_labels": list(range(origin - config.lookback, origin)),
+            "title": f"{series.name}: past points driving the next-step median forecast ({state['cell']})"}
 
 
 def register(subparsers) -> None:
