@@ -157,4 +157,6 @@ def _main(args) -> int:
 
 
 def demo(run_dir: Path) -> dict:
-    return run(run_dir / "gradients.png")
+    metrics = run(run_dir / "gradients.png")
+    write_metrics(run_dir, metrics)
+    return metrics
