@@ -234,7 +234,7 @@ class Sequential(_Model):
             self.build_from_shapes([(None, *self._input_shape)])
 
     def pop(self) -> Layer:
-        return self.layers.pop(-1) if hasattr(self.layers, "pop") else self.layers[-1]
+        return self.layers.pop(-1)
 
     def input_shapes(self):
         return None if self._input_shape is None else [self._input_shape]

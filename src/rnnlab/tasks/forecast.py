@@ -300,7 +300,7 @@ def _score(actual, forecasts, train, m, lower=None, upper=None):
                        None if lower is None else lower[mask], None if upper is None else upper[mask])
 
 
-def run(config: Config, run_dir=None, verbose: bool = True, callbacks=()) -> dict:
+def run(config: Config, run_dir=None, callbacks=()) -> dict:
     series = load_series(config)
     config = resolve(config, series)
     if config.horizon < 1 or config.lookback < 1:
@@ -474,7 +474,7 @@ def _main(args) -> int:
         config = dataclasses.replace(config, epochs=2, ensemble=1, baselines=False, hidden=8)
     run_dir = new_run_dir("forecast", args.run_dir)
     write_config(run_dir, config)
-    summary = run(config, run_dir, verbose=not args.json)
+    summary = run(config, run_dir)
     write_metrics(run_dir, summary)
     if args.json:
         print(json.dumps({k: summary[k] for k in ("dataset", "horizon", "metrics", "best_rnn", "test_points")}))

@@ -38,26 +38,22 @@ def _last_step_loss(head: nn.Module, target: torch.Tensor):
 CELL_NAMES = {"SimpleRNN": "rnn", "LSTM": "lstm", "GRU": "gru"}
 
 
-def profile(cell: str, steps: int, seed: int, gain: float | None = None, train_epochs: int = 0) -> torch.Tensor:
-    """``||dL/dh_t||`` for one cell (hidden 32) on the memory task, after ``train_epochs`` of training
-    (0: at initialisation)."""
+def profile(cell: str, steps: int, seed: int, gain: float | None = None) -> torch.Tensor:
+    """``||dL/dh_t||`` at initialisation for one cell (hidden 32) on the memory task (the toy task's model)."""
     from rnnlab.tasks import toy
 
-    config = toy.Config(cell=CELL_NAMES[cell], steps=steps, samples=1024, epochs=train_epochs, seed=seed)
-    trainer, train, _ = toy.build(config)
-    model = trainer.model
+    seed_everything(seed)
+    model = toy.Remember(CELL_NAMES[cell], toy.Config.hidden)
     if gain is not None:
         with torch.no_grad():
             nn.init.orthogonal_(model.rnn.weight_hh_l0, gain=gain)
-    if train_epochs:
-        trainer.fit(*train, epochs=train_epochs, batch_size=config.batch_size, verbose=0)
     x, y = memory_batch(64, steps, seed + 1)
     return gradient_norms_over_time(model.rnn, x, _last_step_loss(model.head, y))
 
 
 class _BatchLosses(Callback):
     def __init__(self):
-        self.losses, self.grad_norms = [], []
+        self.losses = []
 
     def on_batch_end(self, batch, logs=None):
         self.losses.append((logs or {}).get("loss", math.nan))
