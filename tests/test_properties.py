@@ -99,3 +99,20 @@ def test_keras_masking_ignores_padding(t, pad, where, cell):
     a = model.predict(np.array([seq]))
     b = model.predict(np.array([padded]))
     np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(cells=st.lists(st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-5, 5),
+                                st.sampled_from(["", "NA", "abc", "1e3", " ", "nan", "-"])), max_size=30),
+       column=st.sampled_from(["v", "missing"]), missing=st.sampled_from(["interpolate", "error", "bogus"]))
+def test_series_csv_loader_succeeds_or_raises_rnnlab_error(tmp_path_factory, cells, column, missing):
+    from rnnlab.data.series import chronological_split, load_csv
+
+    path = tmp_path_factory.mktemp("csv") / "s.csv"
+    path.write_text("v\n" + "\n".join(str(c) for c in cells) + ("\n" if cells else ""))
+    try:
+        series = load_csv(path, column, missing=missing)
+        assert np.isfinite(series.values).all()
+        chronological_split(series, lookback=3, horizon=2)
+    except RnnlabError:
+        return
