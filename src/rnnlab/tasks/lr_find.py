@@ -10,7 +10,7 @@ import importlib
 import json
 
 from rnnlab.errors import RnnlabError
-from rnnlab.runs import new_run_dir, write_metrics
+from rnnlab.runs import new_run_dir, write_config, write_metrics
 from rnnlab.train.lr_finder import lr_range_test
 
 
@@ -48,6 +48,8 @@ def cast(kind, value: str):
     import typing
 
     args = [a for a in typing.get_args(kind) if a is not type(None)]
+    if len(args) < len(typing.get_args(kind)) and value.lower() in ("none", "null"):
+        return None  # an optional setting switched off, e.g. clipnorm=none
     kind = args[0] if args else kind
     if kind is bool:
         return value.lower() in ("1", "true", "yes")
@@ -78,6 +80,8 @@ def _main(args) -> int:
     result = lr_range_test(trainer, x, y, args.start, args.end, args.steps,
                            batch_size=getattr(config, "batch_size", 32))
     run_dir = new_run_dir(f"lr-find/{args.task}", args.run_dir)
+    write_config(run_dir, {"task": args.task, "task_config": config, "start": args.start, "end": args.end,
+                           "steps": args.steps})
     result.plot(run_dir / "lr_find.png")
     metrics = {"task": args.task, "suggested_lr": result.suggestion, "min_loss_lr": result.min_loss_lr,
                "steps": len(result.lrs)}

@@ -47,3 +47,11 @@ def all_reduce_sums(sums: dict[str, float]) -> dict[str, float]:
     t = torch.tensor([sums[k] for k in keys], dtype=torch.float64)
     dist.all_reduce(t)
     return dict(zip(keys, t.tolist()))
+
+
+def global_mean(value: torch.Tensor, share: float) -> torch.Tensor:
+    """The mean over the whole global batch of a per-rank mean ``value`` taken over this rank's
+    ``share`` of it (NaN/Inf on any rank makes it NaN/Inf on every rank)."""
+    total = (value.detach().double() * share).reshape(1)
+    dist.all_reduce(total)
+    return total[0]

@@ -246,12 +246,15 @@ class Trainer:
         if not isinstance(loss, Tensor) or loss.dim() != 0:
             raise RnnlabError(f"the loss must return a scalar tensor, got {type(loss).__name__} "
                               f"{tuple(loss.shape) if isinstance(loss, Tensor) else ''}")
-        if not torch.isfinite(loss):
+        # Under DDP the check is on the global batch loss (one scalar all-reduce), so every rank skips
+        # or stops on the same step instead of one leaving its peers waiting in backward's all-reduce.
+        checked = dist_utils.global_mean(loss, share) if self.world > 1 else loss
+        if not torch.isfinite(checked):
             for cb in callbacks:  # TerminateOnNaN may stop the run cleanly first
-                cb.on_batch_end(batch_index, {"loss": loss.item()})
+                cb.on_batch_end(batch_index, {"loss": checked.item()})
             if self.stop_training:
                 return None
-            message = f"loss is {loss.item()} at epoch {epoch + 1}, batch {batch_index}"
+            message = f"loss is {checked.item()} at epoch {epoch + 1}, batch {batch_index}"
             if self.on_nan == "raise":
                 raise RnnlabError(message + " (check the data and learning rate; on_nan='skip' skips such batches)")
             warnings.warn(message + "; batch skipped", stacklevel=2)
