@@ -201,6 +201,60 @@ class TerminateOnNaN(Callback):
             self.trainer.stop_training = True
 
 
+class CosineDecay(Callback):
+    """Cosine decay of the learning rate after every batch, from ``learning_rate`` to
+    ``final_fraction`` of it over ``total_steps`` (Loshchilov & Hutter 2017, without restarts).
+
+    For runs of a few epochs a per-batch decay beats a per-epoch one: the rate is small exactly at
+    the end, whenever that is. The step is computed from (epoch, batch), so a resumed run continues
+    on the same curve.
+    """
+
+    def __init__(self, learning_rate: float, total_steps: int, steps_per_epoch: int, final_fraction: float = 0.05):
+        if total_steps < 1 or steps_per_epoch < 1:
+            raise ValueError(f"CosineDecay needs total_steps and steps_per_epoch >= 1, got {total_steps}, {steps_per_epoch}")
+        self.base, self.total, self.per_epoch, self.final = learning_rate, total_steps, steps_per_epoch, final_fraction
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_batch_end(self, batch, logs=None):
+        progress = min(1.0, (self.epoch * self.per_epoch + batch + 1) / self.total)
+        lr = self.base * (self.final + (1 - self.final) * 0.5 * (1 + math.cos(math.pi * progress)))
+        for group in self.trainer.optimizer.param_groups:
+            group["lr"] = lr
+
+
+class TimeLimit(Callback):
+    """Stop training once ``minutes`` of training have passed (checked after every batch).
+
+    The epoch in progress ends early; the trainer still validates it and writes its checkpoint, so
+    a time budget never costs the work done. ``stopped_early`` says whether the limit was hit and
+    ``batches`` counts the batches trained (for throughput figures).
+    """
+
+    def __init__(self, minutes: float):
+        if not minutes > 0:
+            raise ValueError(f"TimeLimit needs minutes > 0, got {minutes!r}")
+        self.seconds = 60.0 * minutes
+        self.stopped_early = False
+
+    def on_train_begin(self, logs=None):
+        import time
+
+        self._start = time.monotonic()
+        self.batches = 0
+
+    def on_batch_end(self, batch, logs=None):
+        import time
+
+        self.batches += 1
+        if time.monotonic() - self._start > self.seconds:
+            self.stopped_early = True
+            self.trainer.stop_training = True
+
+
 def tensorboard_available() -> bool:
     try:
         from torch.utils.tensorboard import SummaryWriter  # noqa: F401  (needs the tensorboard package)

@@ -287,6 +287,7 @@ class Trainer:
     # -- evaluate / predict ----------------------------------------------------------------
 
     @torch.no_grad()
+    @torch.no_grad()
     def evaluate(self, x, y=None, batch_size: int = 32, verbose: int = 0) -> dict[str, float]:
         """Mean loss and metrics over the data (``{"loss": ..., "<metric>": ...}``)."""
         data = make_data(x, y, "x")
