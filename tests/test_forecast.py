@@ -47,6 +47,18 @@ def test_transform_inverse_reconstructs_the_series():
     np.testing.assert_allclose(back, values[45:60], rtol=1e-9)
 
 
+def test_sqrt_transform_inverse_and_refusals():
+    values = np.abs(100 * np.sin(np.arange(80) / 5.0))  # sunspot-like: non-negative, zeros allowed
+    values[7] = 0.0
+    for lag in (0, 11):
+        t = forecast.Transform(values, 60, False, lag, sqrt=True)
+        back = t.inverse(values[:60], t.forward(values)[60:80][None, :])[0]
+        np.testing.assert_allclose(back, values[60:80], rtol=1e-9, atol=1e-9)
+    assert t.inverse(values[:60], np.full((1, 3), -50.0)).min() >= 0  # a negative root means zero, never negative
+    with pytest.raises(RnnlabError, match="non-negative"):
+        forecast.Transform(values - 1, 60, False, 0, sqrt=True)
+
+
 def test_metrics_against_hand_computed_values():
     a, f = np.array([1.0, 2.0, 4.0]), np.array([2.0, 2.0, 2.0])
     assert mae(a, f) == pytest.approx(1.0)

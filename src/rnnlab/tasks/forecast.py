@@ -38,7 +38,9 @@ CELLS = {"rnn": rnnlab.RNN, "lstm": rnnlab.LSTM, "gru": rnnlab.GRU}
 # benchmark, a lookback of a few seasons, log for multiplicative seasonality, differencing at the
 # seasonal lag for trending or strongly seasonal series.
 DEFAULTS = {
-    "sunspots": {"horizon": 11, "lookback": 44, "log": False, "difference": False},
+    # sunspots: counts whose spread grows with the cycle's height; the square root (the classic
+    # variance-stabilising transform for counts) makes errors alike at small and large cycles
+    "sunspots": {"horizon": 11, "lookback": 44, "log": False, "difference": False, "sqrt": True},
     "co2": {"horizon": 12, "lookback": 36, "log": False, "difference": True},
     "nile": {"horizon": 5, "lookback": 15, "log": False, "difference": False},
     "airpassengers": {"horizon": 12, "lookback": 24, "log": True, "difference": True},
@@ -60,6 +62,7 @@ class Config:
     horizon: int = 0                # 0: the dataset's default
     lookback: int = 0               # 0: the dataset's default
     log: bool | None = None         # None: the dataset's default
+    sqrt: bool | None = None        # square-root transform (counts); None: the dataset's default
     difference: bool | None = None  # None: the dataset's default
     hidden: int = 32
     epochs: int = 150
@@ -88,7 +91,10 @@ def resolve(config: Config, series: Series) -> Config:
                                    "log": False, "difference": series.season > 1})
     pick = lambda v, k: d[k] if v in (0, None) else v  # noqa: E731
     config = dataclasses.replace(config, horizon=pick(config.horizon, "horizon"), lookback=pick(config.lookback, "lookback"),
-                                 log=pick(config.log, "log"), difference=pick(config.difference, "difference"))
+                                 log=pick(config.log, "log"), difference=pick(config.difference, "difference"),
+                                 sqrt=bool(d.get("sqrt", False)) if config.sqrt is None else config.sqrt)
+    if config.log and config.sqrt:
+        raise RnnlabError("choose one of --log and --sqrt, not both")
     if config.epochs == Config.epochs and "epochs" in d:  # dataset-specific budget unless the user chose one
         config = dataclasses.replace(config, epochs=d["epochs"], patience=d.get("patience", config.patience),
                                      ensemble=d.get("ensemble", config.ensemble))
@@ -96,17 +102,19 @@ def resolve(config: Config, series: Series) -> Config:
 
 
 class Transform:
-    """log (optional) -> difference at lag m (optional) -> standardise (training part only)."""
+    """log or sqrt (optional) -> difference at lag m (optional) -> standardise (training part only)."""
 
-    def __init__(self, values: np.ndarray, fit_end: int, log: bool, lag: int):
+    def __init__(self, values: np.ndarray, fit_end: int, log: bool, lag: int, sqrt: bool = False):
         if log and (values[:fit_end] <= 0).any():
             raise RnnlabError("log transform needs a positive series; use --no-log")
-        self.log, self.lag = log, lag
+        if sqrt and (values[:fit_end] < 0).any():
+            raise RnnlabError("sqrt transform needs a non-negative series; use --no-sqrt")
+        self.log, self.sqrt, self.lag = log, sqrt, lag
         z = self._pre(values)
         self.scaler = Scaler(z[lag:fit_end] if lag else z[:fit_end])
 
     def _pre(self, values):
-        z = np.log(values) if self.log else np.asarray(values, dtype=np.float64)
+        z = np.log(values) if self.log else np.sqrt(values) if self.sqrt else np.asarray(values, dtype=np.float64)
         if self.lag:
             d = np.full_like(z, np.nan)
             d[self.lag:] = z[self.lag:] - z[:-self.lag]
@@ -119,13 +127,15 @@ class Transform:
     def inverse(self, history: np.ndarray, scaled_future: np.ndarray) -> np.ndarray:
         """Forecasts on the original scale from the history before the origin and scaled outputs (..., h)."""
         d = self.scaler.inverse(scaled_future)
-        base = np.log(history) if self.log else np.asarray(history, dtype=np.float64)
+        base = np.log(history) if self.log else np.sqrt(history) if self.sqrt else np.asarray(history, dtype=np.float64)
         if self.lag:  # z_{o+k} = z_{o+k-m} + d_{o+k}: from the history, then from earlier forecasts
             m, z = self.lag, np.empty_like(d)
             for k in range(d.shape[-1]):
                 z[..., k] = (base[len(base) - m + k] if k < m else z[..., k - m]) + d[..., k]
         else:
             z = d
+        if self.sqrt:
+            return np.square(np.maximum(z, 0.0))  # a negative root means zero (monotone: quantiles keep order)
         return np.exp(z) if self.log else z
 
 
@@ -332,7 +342,7 @@ def run(config: Config, run_dir=None, callbacks=()) -> dict:
         f, names["ets"] = ets_forecasts(series.values, split.val_end, origins, h, long_m)
         add("ets", f)
         timings["ets_s"] = time.perf_counter() - start
-    transform = Transform(series.values, split.train_end, config.log, lag)
+    transform = Transform(series.values, split.train_end, config.log, lag, config.sqrt)
     cells = list(CELLS) if config.model == "all" else [config.model]
     trained = {}
     for cell in cells:
@@ -407,7 +417,7 @@ def build(config: Config, callbacks=(), run_dir=None):
     config = resolve(dataclasses.replace(config, model="lstm" if config.model == "all" else config.model), series)
     lag = series.long_season if config.difference else 0
     split = chronological_split(series, lookback=config.lookback + lag, horizon=config.horizon)
-    transform = Transform(series.values, split.train_end, config.log, lag)
+    transform = Transform(series.values, split.train_end, config.log, lag, config.sqrt)
     z = transform.forward(series.values).astype(np.float32)
     xt, yt = windows(z, config.lookback, config.horizon, lag + config.lookback, split.train_end)
     xv, yv = windows(z, config.lookback, config.horizon, split.train_end, split.val_end)
@@ -441,7 +451,7 @@ def explain_inputs(checkpoint, input_spec: str | None) -> dict:
     origin = int(state["test_start"]) if not input_spec else int(input_spec)
     if not config.lookback + lag <= origin <= len(series):
         raise RnnlabError(f"--input must be an origin in [{config.lookback + lag}, {len(series)}], got {origin}")
-    z = Transform(series.values, split.train_end, config.log, lag).forward(series.values).astype(np.float32)
+    z = Transform(series.values, split.train_end, config.log, lag, config.sqrt).forward(series.values).astype(np.float32)
     x = torch.from_numpy(z[origin - config.lookback:origin].copy()).view(1, -1, 1)
     return {"model": model, "forward": lambda inp: model(inp)[:, 0, :], "target": 1, "x": x, "baseline": "mean",
             "inputs": x[..., 0], "step_labels": list(range(origin - config.lookback, origin)),
