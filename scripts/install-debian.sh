@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Install the Debian packages rnnlab's applications read their data from, when missing.
 # Speech: espeak-ng and flite synthesise training words; asterisk and klettres ship human test voices.
-# Report: chromium renders report.html in the browser test.
+# Report: chromium renders report.html in the browser test; WenQuanYi Zen Hei draws Chinese in plots.
 set -u
-packages=(espeak-ng flite asterisk-core-sounds-en-wav klettres-data chromium)
+packages=(espeak-ng flite asterisk-core-sounds-en-wav klettres-data chromium fonts-wqy-zenhei)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

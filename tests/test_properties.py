@@ -116,3 +116,37 @@ def test_series_csv_loader_succeeds_or_raises_rnnlab_error(tmp_path_factory, cel
         chronological_split(series, lookback=3, horizon=2)
     except RnnlabError:
         return
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.binary(max_size=3000), repeat=st.integers(1, 40))
+def test_text_file_loader_succeeds_or_raises_rnnlab_error(tmp_path_factory, data, repeat):
+    from rnnlab.data.text import CharVocab, file_split
+    from rnnlab.tasks.generate import tbptt_layout
+
+    path = tmp_path_factory.mktemp("text") / "t.txt"
+    path.write_bytes(data * repeat)
+    try:
+        split = file_split(path)
+        vocab = CharVocab.build(split.train)
+        ids = vocab.encode(split.test)
+        assert ((ids >= 0) & (ids < len(vocab))).all()
+        tbptt_layout(vocab.encode(split.train), 8, 16)
+    except RnnlabError:
+        return
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(lines=st.lists(st.text(alphabet=st.characters(blacklist_categories=["Cs"]), max_size=40), max_size=150))
+def test_translation_tsv_loader_succeeds_or_raises_rnnlab_error(tmp_path_factory, lines):
+    from rnnlab.data.translation import split_pairs, tsv_pairs, unmask
+
+    path = tmp_path_factory.mktemp("tsv") / "pairs.tsv"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    try:
+        pairs = tsv_pairs(path)
+        split_pairs(pairs, min_test=10)
+        for p in pairs:
+            unmask(p.target, p.placeholders)
+    except RnnlabError:
+        return

@@ -139,6 +139,62 @@ class IterableData:
             raise RnnlabError(f"{self.name} yielded no batches (empty dataset?)")
 
 
+class BucketedBatches:
+    """Batches of similar-length sequences, re-shuffled every epoch: for padded sequence data.
+
+    A random batch of short interface strings with one long sentence pads everything to the long
+    one; bucketing keeps padding (and so wasted recurrent steps) small. Each epoch the samples are
+    permuted (seeded by ``seed`` and the epoch), cut into pools of ``pool`` batches, sorted by
+    ``lengths`` inside a pool, cut into batches and the batch order shuffled. Every 2-D tensor is
+    trimmed to its last non-``pad`` column within the batch. Pass it to ``Trainer.fit`` as ``x``
+    (the targets travel with it); the trainer calls :meth:`set_epoch`.
+    """
+
+    def __init__(self, inputs: tuple, target: Tensor, lengths, batch_size: int, seed: int = 0,
+                 shuffle: bool = True, pool: int = 50, pad: int = 0):
+        self.inputs, self.target = tuple(inputs), target
+        self.lengths = torch.as_tensor(lengths)
+        n = int(self.lengths.shape[0])
+        if n == 0:
+            raise RnnlabError("BucketedBatches got no samples")
+        if any(int(t.shape[0]) != n for t in (*self.inputs, target)):
+            raise RnnlabError(f"every input and the target need {n} samples, got "
+                              f"{[tuple(t.shape) for t in (*self.inputs, target)]}")
+        if batch_size < 1:
+            raise RnnlabError(f"batch_size must be >= 1, got {batch_size}")
+        self.n, self.batch_size, self.seed, self.shuffle, self.pool, self.pad = n, batch_size, seed, shuffle, pool, pad
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return -(-self.n // self.batch_size)
+
+    def _order(self) -> list[Tensor]:
+        gen = torch.Generator().manual_seed(int(self.seed) * 100_003 + self.epoch)
+        order = torch.randperm(self.n, generator=gen) if self.shuffle else torch.arange(self.n)
+        size = self.batch_size * self.pool
+        batches = []
+        for start in range(0, self.n, size):
+            chunk = order[start:start + size]
+            chunk = chunk[torch.argsort(self.lengths[chunk], stable=True)]
+            batches += list(chunk.split(self.batch_size))
+        if self.shuffle:
+            batches = [batches[i] for i in torch.randperm(len(batches), generator=gen).tolist()]
+        return batches
+
+    def _trim(self, t: Tensor) -> Tensor:
+        if t.dim() != 2:
+            return t
+        used = (t != self.pad).any(0).nonzero()
+        return t[:, :int(used.max()) + 1] if len(used) else t[:, :1]
+
+    def __iter__(self):
+        for idx in self._order():
+            yield tuple(self._trim(t[idx]) for t in self.inputs), self._trim(self.target[idx])
+
+
 def _unpack(item, name: str, b: int):
     if isinstance(item, Tensor):
         return (item,), None

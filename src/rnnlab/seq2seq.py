@@ -1,0 +1,233 @@
+"""An encoder-decoder with attention, and its decoders (greedy, batched beam search).
+
+Encoder: embedding -> bidirectional LSTM/GRU over the source (variable lengths) -> annotations
+``e_1..e_S`` (2H each). The decoder's first state is ``tanh(W_b [h_fwd; h_bwd])`` of the encoder's
+final states (Bahdanau et al. 2015). Each decoder step (Luong et al. 2015, input feeding)::
+
+    s_t      = Cell([embed(y_{t-1}); a_{t-1}], s_{t-1})          # LSTM, GRU or tanh RNN cell
+    score_i  = v^T tanh(W_q s_t + W_k e_i)      "additive" (Bahdanau)
+             = s_t . (W_k e_i)                   "dot"  (Luong; e projected to the decoder size)
+             = s_t^T W_a (W_k e_i)               "general" (Luong)
+    alpha    = softmax(score) over the source (padding masked)
+    c_t      = sum_i alpha_i e_i
+    a_t      = tanh(W_c [s_t; c_t])                             # the attentional vector, fed back
+    p(y_t)   = softmax(W_o a_t)
+
+``attention="none"`` is the baseline of the same size without attention: ``c_t = 0``, so the
+source reaches the decoder only through its first state (Sutskever et al. 2014).
+
+``step(y_prev, state)`` is the one decoder signature: teacher forcing loops it over the reference,
+greedy and beam search loop it over their own outputs.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+import rnnlab
+from rnnlab.cells import GRUCell, LSTMCell, RNNCell
+from rnnlab.errors import RnnlabError
+
+PAD, UNK, BOS, EOS = 0, 1, 2, 3
+ATTENTION = ("additive", "dot", "general", "none")
+CELLS = {"lstm": (rnnlab.LSTM, LSTMCell), "gru": (rnnlab.GRU, GRUCell), "rnn": (rnnlab.RNN, RNNCell)}
+
+
+class Attention(nn.Module):
+    """Scores of a decoder state against every source annotation; returns (context, weights)."""
+
+    def __init__(self, kind: str, dec: int, enc: int):
+        super().__init__()
+        if kind not in ATTENTION:
+            raise RnnlabError(f"attention must be one of {ATTENTION}, got {kind!r}")
+        self.kind = kind
+        if kind == "additive":
+            self.w_q = nn.Linear(dec, dec, bias=False)
+            self.w_k = nn.Linear(enc, dec)
+            self.v = nn.Linear(dec, 1, bias=False)
+        elif kind in ("dot", "general"):
+            self.w_k = nn.Linear(enc, dec, bias=False)
+            if kind == "general":
+                self.w_a = nn.Linear(dec, dec, bias=False)
+
+    def keys(self, enc: Tensor) -> Tensor:
+        """Source-side projections, computed once per sentence (not once per step)."""
+        return enc if self.kind == "none" else self.w_k(enc)
+
+    def forward(self, query: Tensor, keys: Tensor, enc: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        if self.kind == "none":
+            return enc.new_zeros(enc.shape[0], enc.shape[2]), enc.new_zeros(enc.shape[:2])
+        if self.kind == "additive":
+            score = self.v(torch.tanh(self.w_q(query).unsqueeze(1) + keys)).squeeze(-1)
+        else:
+            q = self.w_a(query) if self.kind == "general" else query
+            score = torch.bmm(keys, q.unsqueeze(-1)).squeeze(-1)
+        score = score.masked_fill(~mask, -math.inf)
+        alpha = torch.softmax(score, dim=-1)
+        return torch.bmm(alpha.unsqueeze(1), enc).squeeze(1), alpha
+
+
+@dataclass
+class State:
+    """Everything one decoder step needs, batched; beam search reorders it with :meth:`select`."""
+    hidden: Tensor | tuple[Tensor, Tensor]
+    feed: Tensor            # a_{t-1}
+    enc: Tensor             # (B, S, 2H)
+    keys: Tensor            # (B, S, D) projected annotations
+    mask: Tensor            # (B, S) True on real source tokens
+
+    def select(self, index: Tensor) -> "State":
+        """Rows ``index`` of everything (e.g. each sentence repeated once per beam)."""
+        h = tuple(x[index] for x in self.hidden) if isinstance(self.hidden, tuple) else self.hidden[index]
+        return State(h, self.feed[index], self.enc[index], self.keys[index], self.mask[index])
+
+    def reorder(self, index: Tensor) -> "State":
+        """Beam search's reordering: ``index`` only moves rows among one sentence's beams, whose
+        source side is identical, so only the decoder's own state is gathered."""
+        h = tuple(x[index] for x in self.hidden) if isinstance(self.hidden, tuple) else self.hidden[index]
+        return State(h, self.feed[index], self.enc, self.keys, self.mask)
+
+
+class Seq2Seq(nn.Module):
+    def __init__(self, src_vocab: int, tgt_vocab: int, cell: str = "lstm", embedding: int = 256,
+                 hidden: int = 256, attention: str = "additive", dropout: float = 0.2):
+        super().__init__()
+        if cell not in CELLS:
+            raise RnnlabError(f"cell must be one of {sorted(CELLS)}, got {cell!r}")
+        layer, cell_cls = CELLS[cell]
+        dec = 2 * hidden
+        self.cell_kind = cell
+        self.src_embed = nn.Embedding(src_vocab, embedding, padding_idx=PAD)
+        self.tgt_embed = nn.Embedding(tgt_vocab, embedding, padding_idx=PAD)
+        self.encoder = layer(embedding, hidden, batch_first=True, bidirectional=True)
+        self.bridge = nn.Linear(2 * hidden, dec * (2 if cell == "lstm" else 1))
+        self.cell = cell_cls(embedding + dec, dec)
+        self.attention = Attention(attention, dec, 2 * hidden)
+        self.combine = nn.Linear(dec + 2 * hidden, dec, bias=False)
+        self.out = nn.Linear(dec, tgt_vocab)
+        self.drop = nn.Dropout(dropout)
+        self.dec_size = dec
+
+    def encode(self, src: Tensor, src_len: Tensor) -> State:
+        enc, final = self.encoder(self.drop(self.src_embed(src)), lengths=src_len)
+        h_n = final[0] if isinstance(final, tuple) else final            # (2, B, H): forward, backward
+        first = torch.tanh(self.bridge(torch.cat([h_n[0], h_n[1]], -1)))
+        hidden = tuple(first.chunk(2, -1)) if self.cell_kind == "lstm" else first
+        mask = torch.arange(src.shape[1], device=src.device)[None] < src_len[:, None]
+        feed = enc.new_zeros(src.shape[0], self.dec_size)
+        return State(hidden, feed, enc, self.attention.keys(enc), mask)
+
+    def step(self, y_prev: Tensor, state: State) -> tuple[Tensor, State, Tensor]:
+        """One target token: ``(logits (B, V), new state, attention weights (B, S))``."""
+        x = torch.cat([self.drop(self.tgt_embed(y_prev)), state.feed], -1)
+        hidden = self.cell(x, state.hidden)
+        query = hidden[0] if isinstance(hidden, tuple) else hidden
+        context, alpha = self.attention(query, state.keys, state.enc, state.mask)
+        feed = torch.tanh(self.combine(torch.cat([query, context], -1)))
+        logits = self.out(self.drop(feed))
+        return logits, State(hidden, feed, state.enc, state.keys, state.mask), alpha
+
+    def forward(self, src: Tensor, src_len: Tensor, tgt_in: Tensor) -> Tensor:
+        """Teacher forcing: logits ``(B, T, V)`` for the reference prefix ``tgt_in`` (starting with BOS)."""
+        state = self.encode(src, src_len)
+        logits = []
+        for t in range(tgt_in.shape[1]):
+            step_logits, state, _ = self.step(tgt_in[:, t], state)
+            logits.append(step_logits)
+        return torch.stack(logits, 1)
+
+
+def smoothed_cross_entropy(smoothing: float):
+    """Label-smoothed cross-entropy over non-padding target tokens (Szegedy et al. 2016)."""
+
+    def loss(logits: Tensor, target: Tensor) -> Tensor:
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=PAD,
+                               label_smoothing=smoothing)
+
+    return loss
+
+
+def length_penalty(length: Tensor, alpha: float) -> Tensor:
+    """GNMT's ``((5 + |Y|) / 6) ** alpha`` (Wu et al. 2016); alpha 0 = raw log-probability."""
+    return ((5.0 + length.float()) / 6.0) ** alpha
+
+
+@torch.no_grad()
+def beam_search(model: Seq2Seq, src: Tensor, src_len: Tensor, beam: int = 5, max_len: int = 100,
+                alpha: float = 0.6, return_attention: bool = False):
+    """The best hypothesis per sentence, batched over sentences and beams.
+
+    Finished hypotheses (ending in EOS) keep their score: their only continuation is EOS at no
+    cost. At the end hypotheses are ranked by score / length penalty. With ``beam=1`` this is
+    exactly greedy decoding. Returns token lists (without BOS/EOS) and, optionally, each chosen
+    hypothesis' attention weights ``(T, S)``.
+    """
+    if beam < 1:
+        raise RnnlabError(f"beam must be >= 1, got {beam}")
+    was_training = model.training
+    model.eval()
+    b = src.shape[0]
+    state = model.encode(src, src_len).select(torch.arange(b).repeat_interleave(beam))
+    scores = src.new_zeros(b, beam, dtype=torch.float)
+    scores[:, 1:] = -math.inf  # all beams start as one hypothesis
+    tokens = torch.full((b * beam, 1), BOS, dtype=torch.long, device=src.device)
+    lengths = torch.zeros(b * beam, dtype=torch.long, device=src.device)
+    done = torch.zeros(b * beam, dtype=torch.bool, device=src.device)
+    attn = []
+    for _ in range(max_len):
+        logits, state, alpha_t = model.step(tokens[:, -1], state)
+        logp = torch.log_softmax(logits.float(), -1)
+        logp[done] = -math.inf
+        logp[done, EOS] = 0.0
+        vocab = logp.shape[-1]
+        total = (scores.view(-1, 1) + logp).view(b, beam * vocab)
+        scores, flat = total.topk(beam, dim=-1)
+        origin = (flat // vocab) + torch.arange(b, device=src.device)[:, None] * beam
+        origin, word = origin.view(-1), (flat % vocab).view(-1)
+        state = state.reorder(origin)
+        lengths = lengths[origin] + (~done[origin]).long()
+        done = done[origin] | (word == EOS)
+        tokens = torch.cat([tokens[origin], word[:, None]], 1)
+        if return_attention:
+            attn = [a[origin] for a in attn] + [alpha_t[origin]]
+        if done.all():
+            break
+    final = scores.view(-1) / length_penalty(lengths, alpha)
+    best = final.view(b, beam).argmax(-1) + torch.arange(b, device=src.device) * beam
+    out = []
+    for row in best.tolist():
+        seq = tokens[row, 1:].tolist()
+        out.append(seq[:seq.index(EOS)] if EOS in seq else seq)
+    model.train(was_training)
+    if return_attention:
+        weights = torch.stack(attn, 1)[best] if attn else None  # (B, T, S)
+        return out, weights
+    return out
+
+
+@torch.no_grad()
+def greedy(model: Seq2Seq, src: Tensor, src_len: Tensor, max_len: int = 100) -> list[list[int]]:
+    """Greedy decoding: the most likely token at every step, until EOS or ``max_len``."""
+    was_training = model.training
+    model.eval()
+    state = model.encode(src, src_len)
+    y = torch.full((src.shape[0],), BOS, dtype=torch.long, device=src.device)
+    out: list[list[int]] = [[] for _ in range(src.shape[0])]
+    finished = [False] * src.shape[0]
+    for _ in range(max_len):
+        logits, state, _ = model.step(y, state)
+        y = logits.argmax(-1)
+        for i, token in enumerate(y.tolist()):
+            if not finished[i]:
+                if token == EOS:
+                    finished[i] = True
+                else:
+                    out[i].append(token)
+        if all(finished):
+            break
+    model.train(was_training)
+    return out

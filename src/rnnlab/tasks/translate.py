@@ -1,0 +1,463 @@
+"""``rnnlab translate``: an attention encoder-decoder trained on human translations of interface strings.
+
+Data -> tokens -> model -> fit -> decode -> score against baselines, top to bottom:
+
+* data: English -> French / German / Chinese pairs from the ``.po`` catalogs of Django, Wagtail,
+  Sphinx and Plone (:mod:`rnnlab.data.translation`), or ``--tsv PATH``; placeholders masked; split
+  by source string;
+* tokens: sentencepiece trained on the training split only (BPE for English, French and German;
+  characters for Chinese, which has no spaces to split words at and whose ~2k characters in this
+  data are already a compact vocabulary);
+* model: :class:`rnnlab.seq2seq.Seq2Seq` (bidirectional encoder, attention decoder), and the same
+  network without attention as a baseline; label-smoothed cross-entropy, early stopping on
+  validation loss, through the one :class:`~rnnlab.train.Trainer`;
+* decode: batched beam search with a length penalty, and greedy; placeholders restored;
+* score: BLEU and chrF (sacrebleu) against copy-the-source and nearest-neighbour retrieval
+  (character 3-gram TF-IDF) baselines on the same test set; an attention heatmap PNG.
+"""
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rnnlab.data.translation import PAIRS, Pair, Split, load_pairs, mask, split_pairs, unmask
+from rnnlab.errors import RnnlabError
+from rnnlab.metrics.translation import bleu, chrf, placeholders_kept
+from rnnlab.runs import new_run_dir, print_table, save_figure, write_config, write_json, write_metrics
+from rnnlab.seq2seq import BOS, EOS, PAD, Seq2Seq, beam_search, greedy, smoothed_cross_entropy
+from rnnlab.train import EarlyStopping, Trainer, seed_everything
+from rnnlab.train.checkpoint import load_checkpoint, load_model_weights, save_checkpoint
+from rnnlab.train.data import BucketedBatches
+
+MAX_PLACEHOLDERS = 10
+
+
+@dataclass
+class Config:
+    pair: str = "en-fr"
+    tsv: str | None = None          # a user's own 'source<TAB>target' file instead of --pair
+    cell: str = "lstm"
+    attention: str = "additive"     # additive (Bahdanau), dot or general (Luong)
+    embedding: int = 128
+    hidden: int = 128               # per encoder direction; the decoder has 2x
+    dropout: float = 0.3
+    label_smoothing: float = 0.1
+    src_vocab: int = 2000
+    tgt_vocab: int = 2000           # ignored for Chinese (characters)
+    max_len: int = 64               # tokens per sentence; longer ones are cut, and the cut is reported
+    epochs: int = 25
+    patience: int = 3
+    batch_size: int = 64
+    learning_rate: float = 3e-3
+    beam: int = 5
+    length_penalty: float = 0.6
+    no_attention_baseline: bool = True
+    max_pairs: int = 0              # use only the first N training pairs (0: all)
+    max_test: int = 0               # score only the first N test pairs (0: all; for smoke tests)
+    seed: int = 0
+
+
+# -- tokens ----------------------------------------------------------------------------------------
+
+class Tokenizer:
+    """A sentencepiece model trained on one side of the training split (``<phK>`` kept whole)."""
+
+    def __init__(self, proto: bytes):
+        import sentencepiece as spm
+
+        self.proto = proto
+        self.sp = spm.SentencePieceProcessor(model_proto=proto)
+
+    @classmethod
+    def train(cls, texts: list[str], vocab_size: int, characters: bool = False) -> "Tokenizer":
+        import sentencepiece as spm
+
+        buffer = io.BytesIO()
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=iter(texts), model_writer=buffer, vocab_size=vocab_size,
+            model_type="char" if characters else "bpe", character_coverage=0.9995 if characters else 1.0,
+            user_defined_symbols=[f"<ph{k}>" for k in range(MAX_PLACEHOLDERS)],
+            pad_id=PAD, unk_id=1, bos_id=BOS, eos_id=EOS, hard_vocab_limit=False, minloglevel=2,
+            num_threads=1)  # one thread: the same pieces on every run
+        return cls(buffer.getvalue())
+
+    def __len__(self) -> int:
+        return self.sp.get_piece_size()
+
+    def encode(self, text: str) -> list[int]:
+        return self.sp.encode(text)
+
+    def decode(self, ids: list[int]) -> str:
+        return self.sp.decode(ids)
+
+
+def build_tokenizers(train: list[Pair], config: Config, target_lang: str) -> tuple[Tokenizer, Tokenizer]:
+    src = Tokenizer.train([p.source for p in train], config.src_vocab)
+    tgt = Tokenizer.train([p.target for p in train], config.tgt_vocab, characters=target_lang.startswith("zh"))
+    return src, tgt
+
+
+def encode_sources(tok: Tokenizer, texts: list[str], max_len: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Padded source ids ``(N, S)`` ending in EOS, their lengths, and how many were cut to ``max_len``."""
+    rows, cut = [], 0
+    for text in texts:
+        ids = tok.encode(text)
+        if len(ids) > max_len - 1:
+            ids, cut = ids[:max_len - 1], cut + 1
+        rows.append(ids + [EOS])
+    return _pad(rows), torch.tensor([len(r) for r in rows]), cut
+
+
+def encode_targets(tok: Tokenizer, texts: list[str], max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Decoder inputs ``BOS y`` and outputs ``y EOS``, padded."""
+    rows = [tok.encode(t)[:max_len - 1] for t in texts]
+    return _pad([[BOS] + r for r in rows]), _pad([r + [EOS] for r in rows])
+
+
+def _pad(rows: list[list[int]]) -> torch.Tensor:
+    out = torch.full((len(rows), max(len(r) for r in rows)), PAD, dtype=torch.long)
+    for i, r in enumerate(rows):
+        out[i, :len(r)] = torch.tensor(r, dtype=torch.long)
+    return out
+
+
+# -- model -----------------------------------------------------------------------------------------
+
+def build_model(config: Config, src_vocab: int, tgt_vocab: int, attention: str | None = None) -> Seq2Seq:
+    return Seq2Seq(src_vocab, tgt_vocab, config.cell, config.embedding, config.hidden,
+                   attention or config.attention, config.dropout)
+
+
+def fit_model(model: Seq2Seq, config: Config, data: dict, run_dir: Path, verbose: int, resume: bool = False) -> dict:
+    """Train with label smoothing and early stopping on validation loss; the best weights are kept.
+    ``resume`` continues from ``run_dir/checkpoints/last.safetensors`` when there is one."""
+    stopper = EarlyStopping(patience=config.patience, restore_best_weights=True)
+    trainer = Trainer(model, smoothed_cross_entropy(config.label_smoothing), learning_rate=config.learning_rate,
+                      clipnorm=1.0, callbacks=[stopper], seed=config.seed, run_dir=run_dir,
+                      config=dataclasses.asdict(config))
+    batches = {part: BucketedBatches(inputs, target, inputs[1] + (target != PAD).sum(1), config.batch_size,
+                                     seed=config.seed, shuffle=part == "train")
+               for part, (inputs, target) in data.items()}  # similar lengths together: little padding
+    start = time.perf_counter()
+    history = trainer.fit(batches["train"], epochs=config.epochs, batch_size=config.batch_size,
+                          validation_data=batches["val"], verbose=verbose,
+                          resume=resume and (run_dir / "checkpoints" / "last.safetensors").is_file())
+    return {"epochs": len(history.history["loss"]), "best_val_loss": min(history.history["val_loss"]),
+            "train_s": time.perf_counter() - start}
+
+
+class Translator:
+    """A trained model with its tokenizers: ``translate(sources) -> texts`` with placeholders restored."""
+
+    def __init__(self, model: Seq2Seq, src: Tokenizer, tgt: Tokenizer, config: Config):
+        self.model, self.src, self.tgt, self.config = model, src, tgt, config
+
+    def translate(self, pairs: list[Pair], beam: int | None = None, batch_size: int = 64,
+                  attention: bool = False):
+        beam = self.config.beam if beam is None else beam
+        outputs, weights = [], []
+        for start in range(0, len(pairs), batch_size):
+            chunk = pairs[start:start + batch_size]
+            src, src_len, _ = encode_sources(self.src, [p.source for p in chunk], self.config.max_len)
+            limit = int(src_len.max()) * 2 + 10
+            if beam == 0:  # greedy
+                ids = greedy(self.model, src, src_len, limit)
+            elif attention:
+                ids, att = beam_search(self.model, src, src_len, beam, limit, self.config.length_penalty, True)
+                weights += [att[i] for i in range(len(chunk))]
+            else:
+                ids = beam_search(self.model, src, src_len, beam, limit, self.config.length_penalty)
+            outputs += [unmask(self.tgt.decode(seq), p.placeholders) for seq, p in zip(ids, chunk)]
+        return (outputs, weights) if attention else outputs
+
+    def save(self, path: Path) -> None:
+        save_checkpoint(path, {
+            "model": self.model.state_dict(), "config": dataclasses.asdict(self.config),
+            "attention": self.model.attention.kind,
+            "src_tokenizer": torch.frombuffer(bytearray(self.src.proto), dtype=torch.uint8),
+            "tgt_tokenizer": torch.frombuffer(bytearray(self.tgt.proto), dtype=torch.uint8)})
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Translator":
+        path = Path(path)
+        if not path.is_file():
+            raise RnnlabError(f"--checkpoint expects a file written by 'rnnlab translate train', got {str(path)!r} (not a file)")
+        state = load_checkpoint(path)
+        if "src_tokenizer" not in state or "config" not in state:
+            raise RnnlabError(f"{path} is not a 'rnnlab translate' checkpoint (no tokenizers in it)")
+        names = {f.name for f in dataclasses.fields(Config)}
+        config = Config(**{k: v for k, v in state["config"].items() if k in names})
+        src = Tokenizer(bytes(state["src_tokenizer"].numpy().tobytes()))
+        tgt = Tokenizer(bytes(state["tgt_tokenizer"].numpy().tobytes()))
+        model = build_model(config, len(src), len(tgt), state.get("attention"))
+        load_model_weights(model, state["model"], path)
+        model.eval()
+        return cls(model, src, tgt, config)
+
+
+# -- baselines -------------------------------------------------------------------------------------
+
+def copy_baseline(test: list[Pair]) -> list[str]:
+    """The source itself: what an untranslated interface shows."""
+    return [unmask(p.source, p.placeholders) for p in test]
+
+
+def retrieval_baseline(train: list[Pair], test: list[Pair]) -> list[str]:
+    """The translation of the most similar training source (cosine of character 3-gram TF-IDF)."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    vectorizer = TfidfVectorizer(analyzer="char", ngram_range=(3, 3), lowercase=True)
+    train_matrix = vectorizer.fit_transform([p.source for p in train])
+    test_matrix = vectorizer.transform([p.source for p in test])
+    nearest = np.asarray((test_matrix @ train_matrix.T).argmax(axis=1)).ravel()
+    return [unmask(train[j].target, p.placeholders) for j, p in zip(nearest, test)]
+
+
+# -- the run ---------------------------------------------------------------------------------------
+
+def prepare(config: Config) -> tuple[str, Split]:
+    name, pairs = load_pairs(None if config.tsv else config.pair, config.tsv)
+    split = split_pairs(pairs)
+    if config.max_pairs or config.max_test:
+        split = Split(split.train[:config.max_pairs or None], split.val, split.test[:config.max_test or None])
+    return name, split
+
+
+def target_language(config: Config) -> str:
+    return "xx" if config.tsv else config.pair.split("-")[1]
+
+
+def train(config: Config, run_dir: Path, verbose: int = 1, resume: bool = False) -> dict:
+    """Train the attention model and the no-attention baseline; write both checkpoints.
+
+    With ``resume``, a model whose final checkpoint exists is kept and one that was interrupted
+    continues from its last checkpoint (the tokenizers are retrained identically: one thread)."""
+    name, split = prepare(config)
+    seed_everything(config.seed)
+    src_tok, tgt_tok = build_tokenizers(split.train, config, target_language(config))
+    data = {}
+    cut = 0
+    for part in ("train", "val"):
+        pairs = getattr(split, part)
+        src, src_len, n_cut = encode_sources(src_tok, [p.source for p in pairs], config.max_len)
+        tgt_in, tgt_out = encode_targets(tgt_tok, [p.target for p in pairs], config.max_len)
+        data[part] = ((src, src_len, tgt_in), tgt_out)
+        cut += n_cut
+    if cut:
+        print(f"note: {cut} training/validation sources longer than max_len={config.max_len} tokens were cut",
+              file=sys.stderr)
+    kinds = [config.attention] + (["none"] if config.no_attention_baseline else [])
+    info = {"pair": name, "train_pairs": len(split.train), "val_pairs": len(split.val), "test_pairs": len(split.test),
+            "src_vocab": len(src_tok), "tgt_vocab": len(tgt_tok)}
+    for kind in kinds:
+        label = "attention" if kind != "none" else "no_attention"
+        if resume and (run_dir / f"{label}.safetensors").is_file():
+            info[label] = {"train_s": 0.0, "resumed": "already trained"}
+            continue
+        seed_everything(config.seed)
+        model = build_model(config, len(src_tok), len(tgt_tok), kind)
+        info[label] = fit_model(model, config, data, run_dir / label, verbose, resume)
+        Translator(model, src_tok, tgt_tok, config).save(run_dir / f"{label}.safetensors")
+    write_json(run_dir / "train.json", info)
+    return info
+
+
+def evaluate(config: Config, run_dir: Path) -> dict:
+    """Scores of the trained models and the baselines on the test split (the ``--json`` of eval)."""
+    name, split = prepare(config)
+    lang = target_language(config)
+    refs = [unmask(p.target, p.placeholders) for p in split.test]
+    model = Translator.load(run_dir / "attention.safetensors")
+    beam_out, weights = model.translate(split.test, attention=True)
+    greedy_out = model.translate(split.test, beam=0)
+    kept, with_ph = placeholders_kept(beam_out, [p.placeholders for p in split.test])
+    metrics = {"pair": name, "bleu": bleu(beam_out, refs, lang), "chrf": chrf(beam_out, refs),
+               "bleu_greedy": bleu(greedy_out, refs, lang), "chrf_greedy": chrf(greedy_out, refs)}
+    if (run_dir / "no_attention.safetensors").is_file():
+        plain = Translator.load(run_dir / "no_attention.safetensors").translate(split.test)
+        metrics.update({"bleu_no_attention": bleu(plain, refs, lang), "chrf_no_attention": chrf(plain, refs)})
+    retrieved, copied = retrieval_baseline(split.train, split.test), copy_baseline(split.test)
+    metrics.update({"bleu_retrieval": bleu(retrieved, refs, lang), "chrf_retrieval": chrf(retrieved, refs),
+                    "bleu_copy": bleu(copied, refs, lang), "chrf_copy": chrf(copied, refs),
+                    "placeholders_kept": kept / with_ph if with_ph else None, "placeholder_sentences": with_ph,
+                    "test_pairs": len(split.test), "beam": model.config.beam})
+    samples = [{"source": unmask(p.source, p.placeholders), "reference": r, "rnnlab": o, "retrieval": t}
+               for p, r, o, t in list(zip(split.test, refs, beam_out, retrieved))[:20]]
+    write_json(run_dir / "samples.json", samples)
+    example = _heatmap_example(split.test, weights)
+    if example is not None:
+        plot_attention(model, split.test[example], weights[example], run_dir / "attention.png")
+    return metrics
+
+
+def _heatmap_example(test: list[Pair], weights: list) -> int | None:
+    """A test sentence of 5-12 source words to draw (the first one), else the first sentence."""
+    if not weights:
+        return None
+    for i, p in enumerate(test):
+        if 5 <= len(p.source.split()) <= 12:
+            return i
+    return 0
+
+
+def plot_attention(translator: Translator, pair: Pair, weights: torch.Tensor, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    src_ids = translator.src.encode(pair.source)[:translator.config.max_len - 1]
+    src_pieces = [translator.src.sp.id_to_piece(i) for i in src_ids] + ["</s>"]
+    out = beam_search(translator.model, *encode_sources(translator.src, [pair.source], translator.config.max_len)[:2],
+                      translator.config.beam, 2 * len(src_ids) + 10, translator.config.length_penalty, True)
+    ids, att = out[0][0], out[1][0]
+    tgt_pieces = [translator.tgt.sp.id_to_piece(i) for i in ids] + ["</s>"]
+    grid = att[:len(tgt_pieces), :len(src_pieces)].numpy()
+    # Chinese pieces need a CJK font: matplotlib falls back per glyph along this list (Debian's
+    # fonts-wqy-zenhei, installed by make install); without one the labels show boxes, not a crash.
+    import logging
+
+    from matplotlib import font_manager
+
+    logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)  # "using weight 500" chatter
+
+    families = ["DejaVu Sans"] + [f for f in ("WenQuanYi Zen Hei", "Noto Sans CJK SC")
+                                  if any(e.name == f for e in font_manager.fontManager.ttflist)]
+    with matplotlib.rc_context({"font.family": families}):
+        _draw_attention(plt, grid, src_pieces, tgt_pieces, translator.model.attention.kind, path)
+
+
+def _draw_attention(plt, grid, src_pieces, tgt_pieces, kind: str, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(0.45 * len(src_pieces) + 2, 0.4 * len(tgt_pieces) + 1.5))
+    ax.imshow(grid, cmap="Blues", aspect="auto", vmin=0, vmax=1)
+    ax.set_xticks(range(len(src_pieces)), src_pieces, rotation=60, ha="right", fontsize=8)
+    ax.set_yticks(range(len(tgt_pieces)), tgt_pieces, fontsize=8)
+    ax.set_xlabel("source (English pieces)")
+    ax.set_ylabel("output pieces")
+    ax.set_title(f"attention ({kind})", fontsize=9)
+    save_figure(fig, path)
+
+
+def latest_run(pair: str) -> Path:
+    runs = sorted(p.parent for p in Path("runs", "translate", pair).glob("*/attention.safetensors"))
+    if not runs:
+        raise RnnlabError(f"no trained {pair} model under runs/translate/{pair}/; run 'rnnlab translate train "
+                          f"--pair {pair}' first or pass --run-dir")
+    return runs[-1]
+
+
+# -- command line ----------------------------------------------------------------------------------
+
+DRY_RUN = dict(embedding=16, hidden=16, src_vocab=200, tgt_vocab=200, epochs=1, max_pairs=300, max_test=40, beam=2)
+SMALL = dict(embedding=64, hidden=64, src_vocab=500, tgt_vocab=500, epochs=3, max_pairs=1500, beam=3)
+
+
+def demo(run_dir: Path) -> dict:
+    """A small en-fr model (a few epochs on 1,500 pairs) scored against the baselines, with samples."""
+    config = Config(**SMALL)
+    write_config(run_dir, config)
+    train(config, run_dir, verbose=0)
+    metrics = evaluate(config, run_dir)
+    write_metrics(run_dir, metrics)
+    _print_samples(run_dir, 3)
+    return metrics
+
+
+def _print_samples(run_dir: Path, n: int) -> None:
+    samples = json.loads((run_dir / "samples.json").read_text(encoding="utf-8"))
+    for s in samples[:n]:
+        print(f"  {s['source']}\n    -> {s['rnnlab']}\n    (reference: {s['reference']})")
+
+
+def register(subparsers) -> None:
+    from rnnlab.cli import add_config_arguments, add_run_arguments
+
+    p = subparsers.add_parser("translate", help="attention encoder-decoder on human .po translations (en-fr, en-de, en-zh)",
+                              description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="translate_command", metavar="SUBCOMMAND", required=True)
+    t = sub.add_parser("train", help="train the attention model and the no-attention baseline, then score them",
+                       epilog="Example: rnnlab translate train --pair en-de --json")
+    add_config_arguments(t, Config)
+    add_run_arguments(t, json_help="print only the evaluation metrics as JSON")
+    t.set_defaults(func=_train)
+    e = sub.add_parser("eval", help="BLEU / chrF of a trained run and the baselines on the test split",
+                       epilog="Example: rnnlab translate eval --pair en-fr --json")
+    e.add_argument("--pair", default="en-fr", choices=PAIRS)
+    e.add_argument("--run-dir", default=None, help="the run to score (default: the newest runs/translate/PAIR/*)")
+    e.add_argument("--json", action="store_true", help="print only the metrics as JSON")
+    e.set_defaults(func=_eval)
+    x = sub.add_parser("text", help="translate sentences with a trained checkpoint",
+                       epilog='Example: rnnlab translate text --checkpoint runs/translate/en-fr/<run>/attention.safetensors '
+                              '"Delete the selected items"')
+    x.add_argument("--checkpoint", required=True, help="attention.safetensors of a 'translate train' run")
+    x.add_argument("--beam", type=int, default=None, help="beam size (default: the model's; 0 = greedy)")
+    x.add_argument("sentences", nargs="+", help="English text to translate")
+    x.set_defaults(func=_text)
+
+
+def _train(args) -> int:
+    from rnnlab.cli import config_from_args
+
+    config = config_from_args(Config, args)
+    if args.dry_run:
+        config = dataclasses.replace(config, **DRY_RUN)
+    run_dir = new_run_dir(f"translate/{Path(config.tsv).stem if config.tsv else config.pair}", args.run_dir)
+    write_config(run_dir, config)
+    info = train(config, run_dir, verbose=0 if args.json else 1, resume=args.resume)
+    metrics = evaluate(config, run_dir)
+    metrics["train_minutes"] = sum(info[k]["train_s"] for k in ("attention", "no_attention") if k in info) / 60
+    write_metrics(run_dir, metrics)
+    _report(metrics, run_dir, args.json)
+    return 0
+
+
+def _eval(args) -> int:
+    run_dir = Path(args.run_dir) if args.run_dir else latest_run(args.pair)
+    saved = json.loads((run_dir / "config.json").read_text()) if (run_dir / "config.json").is_file() else {}
+    names = {f.name for f in dataclasses.fields(Config)}
+    config = Config(**{k: v for k, v in saved.items() if k in names})
+    metrics = evaluate(config, run_dir)
+    write_metrics(run_dir, metrics)
+    _report(metrics, run_dir, args.json)
+    return 0
+
+
+def _report(metrics: dict, run_dir: Path, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(metrics, ensure_ascii=False))
+        return
+    rows = [{"system": s, "bleu": metrics.get(f"bleu{k}"), "chrf": metrics.get(f"chrf{k}")}
+            for s, k in (("attention + beam", ""), ("attention, greedy", "_greedy"), ("no attention", "_no_attention"),
+                         ("retrieval (3-gram TF-IDF)", "_retrieval"), ("copy source", "_copy"))
+            if metrics.get(f"bleu{k}") is not None]
+    print_table(rows, ["system", "bleu", "chrf"], floatfmt=".1f")
+    if metrics.get("placeholders_kept") is not None:
+        print(f"placeholders kept: {metrics['placeholders_kept']:.1%} of {metrics['placeholder_sentences']} sentences")
+    _print_samples(run_dir, 5)
+    print(f"run folder: {run_dir}")
+
+
+def _text(args) -> int:
+    translator = Translator.load(args.checkpoint)
+    for sentence in args.sentences:
+        sentence = " ".join(sentence.split())
+        if not sentence:
+            raise RnnlabError("nothing to translate: the input is empty")
+        pair = mask(sentence, "")
+        n_tokens = len(translator.src.encode(pair.source)) + 1
+        if n_tokens > translator.config.max_len:
+            print(f"warning: the input has {n_tokens} tokens; only the first {translator.config.max_len} "
+                  f"are translated (the model's max_len)", file=sys.stderr)
+        if len(pair.placeholders) > MAX_PLACEHOLDERS:
+            raise RnnlabError(f"at most {MAX_PLACEHOLDERS} placeholders per sentence, got {len(pair.placeholders)}")
+        print(translator.translate([pair], beam=args.beam)[0])
+    return 0

@@ -1,0 +1,188 @@
+"""Machine translation (``rnnlab translate``): data, split, attention, decoding, metrics, CLI."""
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from rnnlab.data.translation import Pair, mask, read_catalog, split_key, split_pairs, unmask
+from rnnlab.errors import RnnlabError
+from rnnlab.metrics.translation import bleu, chrf, placeholders_kept
+from rnnlab.seq2seq import BOS, EOS, Seq2Seq, beam_search, greedy
+
+polib = pytest.importorskip("polib")
+
+
+# -- data ------------------------------------------------------------------------------------------
+
+def test_placeholders_are_masked_and_restored():
+    pair = mask("Delete %(count)s items from {site}?", "Supprimer %(count)s éléments de {site} ?")
+    assert pair.source == "Delete <ph0> items from <ph1>?"
+    assert pair.target == "Supprimer <ph0> éléments de <ph1> ?"
+    assert unmask(pair.target, pair.placeholders) == "Supprimer %(count)s éléments de {site} ?"
+    assert mask("${n} days", "${n} jours").source == "<ph0> days"
+    assert unmask("<ph3> x", ["%s"]) == " x"  # a placeholder the source never had is dropped
+
+
+def test_catalog_reader_skips_fuzzy_obsolete_and_reads_plone_defaults(tmp_path):
+    po = polib.POFile()
+    po.append(polib.POEntry(msgid="Save", msgstr="Enregistrer"))
+    po.append(polib.POEntry(msgid="Old", msgstr="Vieux", obsolete=True))
+    po.append(polib.POEntry(msgid="Draft", msgstr="Brouillon", flags=["fuzzy"]))
+    po.append(polib.POEntry(msgid="Untranslated", msgstr=""))
+    po.append(polib.POEntry(msgid="label_delete", msgstr="Supprimer", comment='Default: "Delete"'))
+    po.append(polib.POEntry(msgid="help_no_default", msgstr="Aide"))
+    path = tmp_path / "plone.po"
+    po.save(str(path))
+    assert read_catalog(path, "plone.app.locales") == [("Save", "Enregistrer"), ("Delete", "Supprimer")]
+    assert ("help_no_default", "Aide") in read_catalog(path, "django")  # only Plone's msgids are identifiers
+
+
+def test_split_never_puts_one_source_in_two_parts():
+    variants = ["Delete", "delete.", "DELETE!", "Delete "]
+    pairs = [Pair(f"{v}", f"t{i}") for i, v in enumerate(variants)] + [Pair(f"sentence {i}", f"t{i}") for i in range(3000)]
+    split = split_pairs(pairs, min_test=500)
+    keys = {part: {split_key(p.source) for p in getattr(split, part)} for part in ("train", "val", "test")}
+    assert not (keys["train"] & keys["test"] or keys["train"] & keys["val"] or keys["val"] & keys["test"])
+    assert len(split.test) >= 500
+    homes = [part for part in ("train", "val", "test") if "delete" in keys[part]]
+    assert len(homes) == 1  # every spelling of "Delete" went to the same part
+
+
+def test_real_catalogs_split_without_leaks():
+    pytest.importorskip("django")
+    from rnnlab.data.translation import load_pairs
+
+    _, pairs = load_pairs("en-fr")
+    assert len(pairs) > 5000
+    assert len({p.source for p in pairs}) == len(pairs)  # de-duplicated
+    split = split_pairs(pairs)
+    train_keys = {split_key(p.source) for p in split.train}
+    assert not any(split_key(p.source) in train_keys for p in split.test)
+    assert len(split.test) >= 500
+
+
+# -- model and decoding ------------------------------------------------------------------------------
+
+def _model(attention="additive", cell="lstm"):
+    torch.manual_seed(0)
+    return Seq2Seq(30, 25, cell, embedding=12, hidden=10, attention=attention, dropout=0.0).eval()
+
+
+def _batch():
+    torch.manual_seed(1)
+    src = torch.randint(4, 30, (5, 9))
+    lengths = torch.tensor([9, 7, 3, 9, 1])
+    for i, n in enumerate(lengths):
+        src[i, n:] = 0
+    return src, lengths
+
+
+@pytest.mark.parametrize("attention", ["additive", "dot", "general"])
+def test_attention_weights_are_a_distribution_over_real_tokens(attention):
+    model = _model(attention)
+    src, lengths = _batch()
+    state = model.encode(src, lengths)
+    _, _, alpha = model.step(torch.full((5,), BOS), state)
+    assert torch.allclose(alpha.sum(-1), torch.ones(5), atol=1e-6)
+    for i, n in enumerate(lengths):
+        assert torch.all(alpha[i, n:] == 0)  # padding gets no attention
+
+
+@pytest.mark.parametrize("attention,cell", [("additive", "lstm"), ("dot", "gru"), ("general", "rnn"), ("none", "lstm")])
+def test_beam_of_one_equals_greedy(attention, cell):
+    model = _model(attention, cell)
+    src, lengths = _batch()
+    assert beam_search(model, src, lengths, beam=1, max_len=15) == greedy(model, src, lengths, max_len=15)
+
+
+def _log_prob(model, src, lengths, outputs):
+    total = []
+    for i, seq in enumerate(outputs):
+        state = model.encode(src[i:i + 1], lengths[i:i + 1])
+        y, lp = BOS, 0.0
+        for token in seq + [EOS]:
+            logits, state, _ = model.step(torch.tensor([y]), state)
+            lp += torch.log_softmax(logits, -1)[0, token].item()
+            y = token
+        total.append(lp)
+    return total
+
+
+def test_beam_finds_sequences_at_least_as_likely_as_greedy():
+    model = _model()
+    with torch.no_grad():
+        model.out.bias[EOS] += 2.0  # finish within the step limit so every hypothesis is complete
+    src, lengths = _batch()
+    g = greedy(model, src, lengths, max_len=30)
+    b = beam_search(model, src, lengths, beam=6, max_len=30, alpha=0.0)
+    with torch.no_grad():
+        for lp_b, lp_g in zip(_log_prob(model, src, lengths, b), _log_prob(model, src, lengths, g)):
+            assert lp_b >= lp_g - 1e-5
+
+
+def test_a_small_model_learns_to_copy():
+    torch.manual_seed(0)
+    model = Seq2Seq(12, 12, "gru", embedding=16, hidden=24, attention="dot", dropout=0.0)
+    opt = torch.optim.Adam(model.parameters(), 1e-2)
+    for _ in range(150):
+        src = torch.randint(4, 12, (32, 5))
+        tgt_in = torch.cat([torch.full((32, 1), BOS), src], 1)
+        tgt_out = torch.cat([src, torch.full((32, 1), EOS)], 1)
+        logits = model(src, torch.full((32,), 5), tgt_in)
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, 12), tgt_out.reshape(-1))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    src = torch.randint(4, 12, (8, 5))
+    assert beam_search(model, src, torch.full((8,), 5), beam=3, max_len=10) == src.tolist()
+
+
+# -- metrics ---------------------------------------------------------------------------------------
+
+def test_bleu_and_chrf_of_a_perfect_copy_are_100():
+    refs = ["Supprimer les éléments sélectionnés", "Enregistrer et continuer", "删除所选项目"]
+    assert bleu(refs, refs, "fr") == pytest.approx(100.0)
+    assert chrf(refs, refs) == pytest.approx(100.0)
+    assert bleu(["x"] * 3, refs, "fr") < 5
+    with pytest.raises(RnnlabError, match="one hypothesis per reference"):
+        bleu(["a"], refs)
+
+
+def test_placeholder_survival_count():
+    assert placeholders_kept(["a %(n)s b", "no", "plain"], [["%(n)s"], ["{x}"], []]) == (1, 2)
+
+
+# -- command line ----------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    pytest.importorskip("django")
+    run_dir = tmp_path_factory.mktemp("translate")
+    out = subprocess.run([sys.executable, "-m", "rnnlab", "translate", "train", "--dry-run", "--run-dir", str(run_dir),
+                          "--json"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    return run_dir, json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_train_reports_every_figure(trained_run):
+    _, metrics = trained_run
+    for key in ("pair", "bleu", "chrf", "bleu_greedy", "bleu_no_attention", "bleu_retrieval", "chrf_retrieval",
+                "bleu_copy"):
+        assert key in metrics
+
+
+def _text(run_dir, *args):
+    return subprocess.run([sys.executable, "-m", "rnnlab", "translate", "text", "--checkpoint",
+                           str(run_dir / "attention.safetensors"), *args], capture_output=True, text=True)
+
+
+def test_text_refuses_empty_input_and_says_when_it_cuts(trained_run):
+    run_dir, _ = trained_run
+    empty = _text(run_dir, "   ")
+    assert empty.returncode == 2 and "empty" in empty.stderr and "Traceback" not in empty.stderr
+    long = _text(run_dir, " ".join(["delete the selected items"] * 40))
+    assert long.returncode == 0 and "only the first" in long.stderr
+    ok = _text(run_dir, "Delete %(count)s items")
+    assert ok.returncode == 0 and "Traceback" not in ok.stderr
