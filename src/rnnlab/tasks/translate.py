@@ -161,23 +161,20 @@ class Translator:
     def __init__(self, model: Seq2Seq, src: Tokenizer, tgt: Tokenizer, config: Config):
         self.model, self.src, self.tgt, self.config = model, src, tgt, config
 
-    def translate(self, pairs: list[Pair], beam: int | None = None, batch_size: int = 64,
-                  attention: bool = False):
+    def translate(self, pairs: list[Pair], beam: int | None = None, batch_size: int = 64) -> list[str]:
+        """Beam search (``beam`` 0: greedy), batched, placeholders put back."""
         beam = self.config.beam if beam is None else beam
-        outputs, weights = [], []
+        outputs = []
         for start in range(0, len(pairs), batch_size):
             chunk = pairs[start:start + batch_size]
             src, src_len, _ = encode_sources(self.src, [p.source for p in chunk], self.config.max_len)
             limit = int(src_len.max()) * 2 + 10
             if beam == 0:  # greedy
                 ids = greedy(self.model, src, src_len, limit)
-            elif attention:
-                ids, att = beam_search(self.model, src, src_len, beam, limit, self.config.length_penalty, True)
-                weights += [att[i] for i in range(len(chunk))]
             else:
                 ids = beam_search(self.model, src, src_len, beam, limit, self.config.length_penalty)
             outputs += [unmask(self.tgt.decode(seq), p.placeholders) for seq, p in zip(ids, chunk)]
-        return (outputs, weights) if attention else outputs
+        return outputs
 
     def save(self, path: Path) -> None:
         save_checkpoint(path, {
@@ -277,7 +274,7 @@ def evaluate(config: Config, run_dir: Path) -> dict:
     lang = target_language(config)
     refs = [unmask(p.target, p.placeholders) for p in split.test]
     model = Translator.load(run_dir / "attention.safetensors")
-    beam_out, weights = model.translate(split.test, attention=True)
+    beam_out = model.translate(split.test)
     greedy_out = model.translate(split.test, beam=0)
     kept, with_ph = placeholders_kept(beam_out, [p.placeholders for p in split.test])
     metrics = {"pair": name, "bleu": bleu(beam_out, refs, lang), "chrf": chrf(beam_out, refs),
@@ -293,23 +290,17 @@ def evaluate(config: Config, run_dir: Path) -> dict:
     samples = [{"source": unmask(p.source, p.placeholders), "reference": r, "rnnlab": o, "retrieval": t}
                for p, r, o, t in list(zip(split.test, refs, beam_out, retrieved))[:20]]
     write_json(run_dir / "samples.json", samples)
-    example = _heatmap_example(split.test, weights)
-    if example is not None:
-        plot_attention(model, split.test[example], weights[example], run_dir / "attention.png")
+    plot_attention(model, _heatmap_example(split.test), run_dir / "attention.png")
     return metrics
 
 
-def _heatmap_example(test: list[Pair], weights: list) -> int | None:
+def _heatmap_example(test: list[Pair]) -> Pair:
     """A test sentence of 5-12 source words to draw (the first one), else the first sentence."""
-    if not weights:
-        return None
-    for i, p in enumerate(test):
-        if 5 <= len(p.source.split()) <= 12:
-            return i
-    return 0
+    return next((p for p in test if 5 <= len(p.source.split()) <= 12), test[0])
 
 
-def plot_attention(translator: Translator, pair: Pair, weights: torch.Tensor, path: Path) -> None:
+def plot_attention(translator: Translator, pair: Pair, path: Path) -> None:
+    """The attention weights of the beam-search output for one sentence, as a heatmap PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
