@@ -59,6 +59,25 @@ def test_sqrt_transform_inverse_and_refusals():
         forecast.Transform(values - 1, 60, False, 0, sqrt=True)
 
 
+def test_explicit_false_overrides_the_dataset_default():
+    """--no-log / --no-difference are choices, not "use the default" (False == 0 once slipped through)."""
+    series = load_builtin("airpassengers")
+    chosen = forecast.resolve(forecast.Config(dataset="airpassengers", log=False, difference=False), series)
+    assert chosen.log is False and chosen.difference is False
+    default = forecast.resolve(forecast.Config(dataset="airpassengers"), series)
+    assert default.log is True and default.difference is True and default.lookback == 24
+
+
+def test_window_norm_makes_the_forecast_shift_equivariant():
+    import torch
+
+    torch.manual_seed(0)
+    model = forecast.QuantileForecaster("gru", 8, 3, window_norm=True)
+    x = torch.randn(4, 10, 1)
+    with torch.no_grad():
+        assert torch.allclose(model(x + 5.0), model(x) + 5.0, atol=1e-5)
+
+
 def test_metrics_against_hand_computed_values():
     a, f = np.array([1.0, 2.0, 4.0]), np.array([2.0, 2.0, 2.0])
     assert mae(a, f) == pytest.approx(1.0)

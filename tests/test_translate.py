@@ -97,6 +97,26 @@ def test_beam_of_one_equals_greedy(attention, cell):
     assert beam_search(model, src, lengths, beam=1, max_len=15) == greedy(model, src, lengths, max_len=15)
 
 
+@pytest.mark.parametrize("beam", [0, 1, 4])
+def test_constraints_force_required_tokens_and_forbid_banned_ones(beam):
+    from rnnlab.seq2seq import Constraints
+
+    model = _model()
+    src, lengths = _batch()
+    with torch.no_grad():
+        model.out.bias[7] -= 50.0   # token 7 is (nearly) never chosen freely
+        model.out.bias[9] += 5.0    # token 9 is everyone's favourite
+        model.out.bias[EOS] += 3.0
+    rule = Constraints.from_lists([[7]] * 5, [[9]] * 5, model.out.out_features)
+    limit = 6
+    out = (greedy(model, src, lengths, limit, rule) if beam == 0 else
+           beam_search(model, src, lengths, beam, limit, constraints=rule))
+    for seq in out:
+        assert 7 in seq and 9 not in seq and len(seq) <= limit
+    free = greedy(model, src, lengths, limit)
+    assert all(7 not in seq for seq in free) and any(9 in seq for seq in free)  # the rules did the work
+
+
 def _log_prob(model, src, lengths, outputs):
     total = []
     for i, seq in enumerate(outputs):
@@ -150,6 +170,18 @@ def test_bleu_and_chrf_of_a_perfect_copy_are_100():
         bleu(["a"], refs)
 
 
+def test_memory_never_hints_a_training_sentence_with_its_own_translation():
+    from rnnlab.tasks.translate import Memory
+
+    pairs = [Pair("Delete the page", "Supprimer la page"), Pair("Delete the pages", "Supprimer les pages"),
+             Pair("Save the page", "Enregistrer la page"), Pair("Delete the page", "Effacer la page")]
+    memory = Memory(pairs)
+    assert memory.hints(["Delete the page"]) in (["Supprimer la page"], ["Effacer la page"])
+    own = memory.hints([p.source for p in pairs], exclude_same_source=True)
+    assert own[0] == own[3] == "Supprimer les pages"  # both "Delete the page" pairs skipped
+    assert Memory.from_tensor(memory.to_tensor()).pairs == [Pair(p.source, p.target, []) for p in pairs]
+
+
 def test_placeholder_survival_count():
     assert placeholders_kept(["a %(n)s b", "no", "plain"], [["%(n)s"], ["{x}"], []]) == (1, 2)
 
@@ -186,3 +218,4 @@ def test_text_refuses_empty_input_and_says_when_it_cuts(trained_run):
     assert long.returncode == 0 and "only the first" in long.stderr
     ok = _text(run_dir, "Delete %(count)s items")
     assert ok.returncode == 0 and "Traceback" not in ok.stderr
+    assert "%(count)s" in ok.stdout  # constrained decoding: even an untrained model keeps the placeholder

@@ -151,6 +151,35 @@ def smoothed_cross_entropy(smoothing: float):
     return loss
 
 
+@dataclass
+class Constraints:
+    """Per-sentence vocabulary constraints for decoding (e.g. placeholders, Hokamp & Liu 2017 in spirit):
+    ``required`` tokens must each be produced before EOS is allowed, ``banned`` tokens never are.
+    Both are ``(B, V)`` boolean masks."""
+    required: Tensor
+    banned: Tensor
+
+    @classmethod
+    def from_lists(cls, required: list[list[int]], banned: list[list[int]], vocab: int, device=None) -> "Constraints":
+        req = torch.zeros(len(required), vocab, dtype=torch.bool, device=device)
+        ban = torch.zeros(len(banned), vocab, dtype=torch.bool, device=device)
+        for i, (r, b) in enumerate(zip(required, banned)):
+            req[i, r] = True
+            ban[i, b] = True
+        return cls(req, ban)
+
+    def apply(self, logp: Tensor, missing: Tensor, rows: Tensor | None, steps_left: int) -> Tensor:
+        """Log-probabilities with banned tokens and a premature EOS made impossible. ``missing``:
+        ``(N, V)`` required tokens not produced yet; ``rows`` maps the N rows to sentences; when only
+        as many steps are left as tokens are missing, only missing tokens may come (so the step
+        limit cannot cut one off)."""
+        banned = self.banned if rows is None else self.banned[rows]
+        logp = logp.masked_fill(banned, -math.inf)
+        logp[:, EOS] = logp[:, EOS].masked_fill(missing.any(-1), -math.inf)
+        urgent = missing.sum(-1) >= steps_left
+        return torch.where(urgent[:, None] & ~missing, torch.full_like(logp, -math.inf), logp)
+
+
 def length_penalty(length: Tensor, alpha: float) -> Tensor:
     """GNMT's ``((5 + |Y|) / 6) ** alpha`` (Wu et al. 2016); alpha 0 = raw log-probability."""
     return ((5.0 + length.float()) / 6.0) ** alpha
@@ -158,13 +187,14 @@ def length_penalty(length: Tensor, alpha: float) -> Tensor:
 
 @torch.no_grad()
 def beam_search(model: Seq2Seq, src: Tensor, src_len: Tensor, beam: int = 5, max_len: int = 100,
-                alpha: float = 0.6, return_attention: bool = False):
+                alpha: float = 0.6, return_attention: bool = False, constraints: Constraints | None = None):
     """The best hypothesis per sentence, batched over sentences and beams.
 
     Finished hypotheses (ending in EOS) keep their score: their only continuation is EOS at no
     cost. At the end hypotheses are ranked by score / length penalty. With ``beam=1`` this is
     exactly greedy decoding. Returns token lists (without BOS/EOS) and, optionally, each chosen
-    hypothesis' attention weights ``(T, S)``.
+    hypothesis' attention weights ``(T, S)``. ``constraints`` (see :class:`Constraints`) hold back
+    EOS until every required token is out and never emit a banned one.
     """
     if beam < 1:
         raise RnnlabError(f"beam must be >= 1, got {beam}")
@@ -177,10 +207,14 @@ def beam_search(model: Seq2Seq, src: Tensor, src_len: Tensor, beam: int = 5, max
     tokens = torch.full((b * beam, 1), BOS, dtype=torch.long, device=src.device)
     lengths = torch.zeros(b * beam, dtype=torch.long, device=src.device)
     done = torch.zeros(b * beam, dtype=torch.bool, device=src.device)
+    sentence = torch.arange(b, device=src.device).repeat_interleave(beam)
+    missing = constraints.required[sentence] if constraints is not None else None
     attn = []
-    for _ in range(max_len):
+    for t in range(max_len):
         logits, state, alpha_t = model.step(tokens[:, -1], state)
         logp = torch.log_softmax(logits.float(), -1)
+        if constraints is not None:
+            logp = constraints.apply(logp, missing, sentence, max_len - t)
         logp[done] = -math.inf
         logp[done, EOS] = 0.0
         vocab = logp.shape[-1]
@@ -192,6 +226,9 @@ def beam_search(model: Seq2Seq, src: Tensor, src_len: Tensor, beam: int = 5, max
         lengths = lengths[origin] + (~done[origin]).long()
         done = done[origin] | (word == EOS)
         tokens = torch.cat([tokens[origin], word[:, None]], 1)
+        if missing is not None:
+            missing = missing[origin]
+            missing[torch.arange(len(word), device=src.device), word] = False
         if return_attention:
             attn = [a[origin] for a in attn] + [alpha_t[origin]]
         if done.all():
@@ -210,17 +247,23 @@ def beam_search(model: Seq2Seq, src: Tensor, src_len: Tensor, beam: int = 5, max
 
 
 @torch.no_grad()
-def greedy(model: Seq2Seq, src: Tensor, src_len: Tensor, max_len: int = 100) -> list[list[int]]:
-    """Greedy decoding: the most likely token at every step, until EOS or ``max_len``."""
+def greedy(model: Seq2Seq, src: Tensor, src_len: Tensor, max_len: int = 100,
+           constraints: Constraints | None = None) -> list[list[int]]:
+    """Greedy decoding: the most likely (allowed) token at every step, until EOS or ``max_len``."""
     was_training = model.training
     model.eval()
     state = model.encode(src, src_len)
     y = torch.full((src.shape[0],), BOS, dtype=torch.long, device=src.device)
     out: list[list[int]] = [[] for _ in range(src.shape[0])]
     finished = [False] * src.shape[0]
-    for _ in range(max_len):
+    missing = constraints.required.clone() if constraints is not None else None
+    for t in range(max_len):
         logits, state, _ = model.step(y, state)
+        if constraints is not None:
+            logits = constraints.apply(logits.float(), missing, None, max_len - t)
         y = logits.argmax(-1)
+        if missing is not None:
+            missing[torch.arange(len(y), device=src.device), y] = False
         for i, token in enumerate(y.tolist()):
             if not finished[i]:
                 if token == EOS:

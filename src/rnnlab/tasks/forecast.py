@@ -5,7 +5,9 @@ The path: series (from statsmodels / pmdarima, or a CSV) -> chronological split 
 validation / test = last 20%) -> transform fitted on the past only (optional log, differencing at
 the seasonal lag, standardisation on the training part) -> windows of ``lookback`` inputs and
 ``horizon`` targets -> a recurrent network with a quantile head (10%, 50%, 90%) trained with the
-pinball loss, early-stopped on validation, then refitted on train+validation -> intervals
+pinball loss, early-stopped on validation; with ``--select`` (default) the configured transform and
+the undifferenced, window-normalised alternative are both trained and the one with the lower MASE
+on the validation part is kept (per cell) -> the kept setting refitted on train+validation -> intervals
 calibrated on validation (conformalised quantiles) -> rolling origins over the test part, stride =
 horizon -> MAE, RMSE, sMAPE, MASE, 80% coverage for every model -> table, JSON, PNG.
 """
@@ -26,7 +28,7 @@ import rnnlab
 from rnnlab.data.series import (DATASETS, Scaler, Series, backtest_origins, chronological_split, load_builtin,
                                 load_csv, windows)
 from rnnlab.errors import RnnlabError
-from rnnlab.metrics.forecast import all_metrics
+from rnnlab.metrics.forecast import all_metrics, mase
 from rnnlab.runs import new_run_dir, print_table, save_figure, write_config, write_metrics
 from rnnlab.train import EarlyStopping, Trainer, seed_everything
 from rnnlab.train.checkpoint import load_checkpoint, load_model_weights, save_checkpoint
@@ -70,6 +72,8 @@ class Config:
     batch_size: int = 32
     learning_rate: float = 3e-3
     ensemble: int = 3
+    window_norm: bool = False       # subtract each input window's mean (see QuantileForecaster)
+    select: bool = True             # also try undifferenced + window_norm; keep the lower validation MASE
     baselines: bool = True
     seed: int = 0
 
@@ -89,7 +93,8 @@ def resolve(config: Config, series: Series) -> Config:
     """Fill the 0/None settings with the dataset's defaults."""
     d = DEFAULTS.get(series.name, {"horizon": max(1, series.season), "lookback": max(12, 3 * series.season),
                                    "log": False, "difference": series.season > 1})
-    pick = lambda v, k: d[k] if v in (0, None) else v  # noqa: E731
+    # None (and 0 for the integer fields) means "the dataset's default"; False is a choice (--no-log)
+    pick = lambda v, k: d[k] if v is None or (v == 0 and not isinstance(v, bool)) else v  # noqa: E731
     config = dataclasses.replace(config, horizon=pick(config.horizon, "horizon"), lookback=pick(config.lookback, "lookback"),
                                  log=pick(config.log, "log"), difference=pick(config.difference, "difference"),
                                  sqrt=bool(d.get("sqrt", False)) if config.sqrt is None else config.sqrt)
@@ -147,15 +152,21 @@ class Transform:
 class QuantileForecaster(nn.Module):
     """Recurrent encoder of the lookback window -> (horizon, 3 quantiles) from the last state."""
 
-    def __init__(self, cell: str, hidden: int, horizon: int):
+    def __init__(self, cell: str, hidden: int, horizon: int, window_norm: bool = False):
         super().__init__()
         self.rnn = CELLS[cell](1, hidden)
         self.head = nn.Linear(hidden, horizon * len(QUANTILES))
-        self.horizon = horizon
+        self.horizon, self.window_norm = horizon, window_norm
 
     def forward(self, x):
-        out, _ = self.rnn(x)
+        # window_norm: the network sees the window minus its mean and forecasts the deviation from it
+        # (the shift half of RevIN, Kim et al. 2022), so a level never seen in training (co2's growth
+        # rate rising decade after decade) does not push the inputs out of the range it learned.
+        level = x.mean(dim=1, keepdim=True) if self.window_norm else None
+        out, _ = self.rnn(x - level if level is not None else x)
         q = self.head(out[:, -1]).view(-1, self.horizon, len(QUANTILES))
+        if level is not None:
+            q = q + level
         # sort so quantiles never cross
         return torch.sort(q, dim=-1).values
 
@@ -169,7 +180,7 @@ def pinball_loss(pred, target):
 
 def _fit(cell, config, x, y, epochs, seed, val=None, callbacks=()):
     seed_everything(seed)
-    model = QuantileForecaster(cell, config.hidden, config.horizon)
+    model = QuantileForecaster(cell, config.hidden, config.horizon, config.window_norm)
     trainer = Trainer(model, pinball_loss, learning_rate=config.learning_rate, clipnorm=1.0, seed=seed,
                       callbacks=list(callbacks))
     stopper = None
@@ -178,31 +189,53 @@ def _fit(cell, config, x, y, epochs, seed, val=None, callbacks=()):
         trainer.callbacks.append(stopper)
     trainer.fit(x, y, epochs=epochs, batch_size=config.batch_size, validation_data=val, verbose=0)
     best_epoch = (stopper.best_epoch + 1) if stopper is not None else epochs
-    return model, best_epoch
+    return model, best_epoch, (float(stopper.best) if stopper is not None else None)
 
 
 def train_rnn(cell: str, series: Series, config: Config, split, transform: Transform, callbacks=()):
     """Early-stop on validation, refit on train+validation for that many epochs; an ensemble of seeds.
 
-    Returns ``(models, val_scores)`` where ``val_scores`` are conformity scores on validation.
+    Returns ``(models, probes, val_scores, val_loss)``: ``probes`` are the members trained on the
+    training part only (they forecast the validation part), ``val_scores`` conformity scores on
+    validation, ``val_loss`` the members' mean best validation pinball loss.
     """
     z = transform.forward(series.values).astype(np.float32)
     start = transform.lag
     xt, yt = windows(z, config.lookback, config.horizon, start + config.lookback, split.train_end)
     xv, yv = windows(z, config.lookback, config.horizon, split.train_end, split.val_end)
     xa, ya = windows(z, config.lookback, config.horizon, start + config.lookback, split.val_end)
-    models, val_preds = [], []
+    models, probes, val_preds, val_losses = [], [], [], []
     for member in range(config.ensemble):
         seed = config.seed * 100 + member
-        probe, best_epoch = _fit(cell, config, xt[..., None], yt, config.epochs, seed, (xv[..., None], yv), callbacks)
+        probe, best_epoch, val_loss = _fit(cell, config, xt[..., None], yt, config.epochs, seed, (xv[..., None], yv), callbacks)
         with torch.no_grad():
             val_preds.append(probe(torch.from_numpy(xv[..., None])).numpy())
-        model, _ = _fit(cell, config, xa[..., None], ya, max(best_epoch, 5), seed)
+        val_losses.append(val_loss)
+        probes.append(probe)
+        model, _, _ = _fit(cell, config, xa[..., None], ya, max(best_epoch, 5), seed)
         models.append(model)
     q = np.mean(val_preds, 0)
     # conformity scores of the 80% band on validation (conformalised quantile regression)
     scores = np.maximum(q[..., 0] - yv, yv - q[..., 2]).ravel()
-    return models, scores
+    return models, probes, scores, float(np.mean(val_losses))
+
+
+def validation_mase(probes, series: Series, config: Config, transform: Transform, split) -> float:
+    """MASE of the train-only members over the validation part (rolling origins, stride = horizon):
+    what the candidate settings of ``--select`` are compared by, never the test part."""
+    origins = np.arange(split.train_end, split.val_end - config.horizon + 1, config.horizon)
+    if len(origins) == 0:
+        return float("nan")
+    median, _, _ = predict_rnn(probes, series, config, transform, origins, 0.0)
+    actual = np.stack([series.values[o:o + config.horizon] for o in origins])
+    return mase(actual.ravel(), median.ravel(), series.values[:split.train_end], series.season)
+
+
+def candidates(config: Config) -> list[Config]:
+    """The settings ``--select`` compares: the configured ones and the undifferenced series with
+    window normalisation (trend and level handled by the window mean instead of by differencing)."""
+    alternative = dataclasses.replace(config, difference=False, window_norm=True)
+    return [config] + ([alternative] if config.select and alternative != config else [])
 
 
 def predict_rnn(models, series: Series, config: Config, transform: Transform, origins, margin: float):
@@ -315,8 +348,9 @@ def run(config: Config, run_dir=None, callbacks=()) -> dict:
     config = resolve(config, series)
     if config.horizon < 1 or config.lookback < 1:
         raise RnnlabError(f"horizon and lookback must be >= 1, got {config.horizon}, {config.lookback}")
-    lag = series.long_season if config.difference else 0
-    split = chronological_split(series, lookback=config.lookback + lag, horizon=config.horizon)
+    variants = candidates(config)
+    lag_of = lambda c: series.long_season if c.difference else 0  # noqa: E731
+    split = chronological_split(series, lookback=config.lookback + max(map(lag_of, variants)), horizon=config.horizon)
     n, h, m, long_m = len(series), config.horizon, series.season, series.long_season
     origins = backtest_origins(n, split.val_end, h)
     actual = np.full((len(origins), h), np.nan)
@@ -342,19 +376,26 @@ def run(config: Config, run_dir=None, callbacks=()) -> dict:
         f, names["ets"] = ets_forecasts(series.values, split.val_end, origins, h, long_m)
         add("ets", f)
         timings["ets_s"] = time.perf_counter() - start
-    transform = Transform(series.values, split.train_end, config.log, lag, config.sqrt)
     cells = list(CELLS) if config.model == "all" else [config.model]
-    trained = {}
+    trained, selection = {}, {}
     for cell in cells:
         if cell not in CELLS:
             raise RnnlabError(f"--model must be one of {sorted(CELLS)} or all, got {config.model!r}")
         start = time.perf_counter()
-        models, scores = train_rnn(cell, series, config, split, transform, callbacks)
+        tried = []
+        for variant in variants:  # each candidate trained and scored on validation; the test part stays unseen
+            transform = Transform(series.values, split.train_end, variant.log, lag_of(variant), variant.sqrt)
+            models, probes, scores, val_loss = train_rnn(cell, series, variant, split, transform, callbacks)
+            tried.append((validation_mase(probes, series, variant, transform, split), variant, transform, models, scores))
+        val_mase, variant, transform, models, scores = min(tried, key=lambda t: (np.nan_to_num(t[0], nan=np.inf)))
+        selection[cell] = {"difference": variant.difference, "window_norm": variant.window_norm,
+                           "val_mase": {f"difference={v.difference},window_norm={v.window_norm}": round(float(vm), 4)
+                                        for vm, v, *_ in tried}}
         level = min(1.0, np.ceil(0.8 * (len(scores) + 1)) / len(scores))
         margin = float(np.quantile(scores, level))
-        f, lo, hi = predict_rnn(models, series, config, transform, origins, margin)
+        f, lo, hi = predict_rnn(models, series, variant, transform, origins, margin)
         add(cell, f, lo, hi)
-        trained[cell] = models[0]
+        trained[cell] = (models[0], variant)
         timings[f"{cell}_s"] = time.perf_counter() - start
     if len(cells) > 1:  # the three cells' quantiles averaged: a cheap, usually better ensemble
         stacked = [forecasts[c] for c in cells]
@@ -363,13 +404,15 @@ def run(config: Config, run_dir=None, callbacks=()) -> dict:
     best = min(cells, key=lambda c: results[c]["mase"])
     summary = {"dataset": series.name, "horizon": h, "lookback": config.lookback, "season": m, "model_season": long_m,
                "test_points": int(np.sum(~np.isnan(actual))), "origins": len(origins), "best_rnn": best,
-               "baseline_names": names, "metrics": results, "timings": timings}
+               "baseline_names": names, "metrics": results, "selection": selection, "timings": timings}
     if run_dir is not None:
         plot_forecast(series, split, origins, forecasts, best, run_dir / "forecast.png")
         best_cell = min(trained, key=lambda c: results[c]["mase"])
+        model, variant = trained[best_cell]
         save_checkpoint(run_dir / "model.safetensors", {
-            "model": trained[best_cell].state_dict(), "cell": best_cell,
-            "config": dataclasses.asdict(dataclasses.replace(config, model=best_cell)), "test_start": int(split.val_end)})
+            "model": model.state_dict(), "cell": best_cell,
+            "config": dataclasses.asdict(dataclasses.replace(variant, model=best_cell, select=False)),
+            "test_start": int(split.val_end)})
     return summary
 
 
@@ -404,6 +447,9 @@ def print_results(summary: dict) -> None:
     print(f"{summary['dataset']}: horizon {summary['horizon']}, {summary['test_points']} test points, "
           f"{summary['origins']} origins (season {summary['season']})")
     print_table(rows, ["model", "mase", "mae", "rmse", "smape", "coverage80", "n"])
+    for cell, chosen in summary.get("selection", {}).items():
+        print(f"{cell}: kept difference={chosen['difference']}, window_norm={chosen['window_norm']} "
+              f"(validation MASE {chosen['val_mase']})")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -422,7 +468,7 @@ def build(config: Config, callbacks=(), run_dir=None):
     xt, yt = windows(z, config.lookback, config.horizon, lag + config.lookback, split.train_end)
     xv, yv = windows(z, config.lookback, config.horizon, split.train_end, split.val_end)
     seed_everything(config.seed)
-    model = QuantileForecaster(config.model, config.hidden, config.horizon)
+    model = QuantileForecaster(config.model, config.hidden, config.horizon, config.window_norm)
     trainer = Trainer(model, pinball_loss, learning_rate=config.learning_rate, clipnorm=1.0, seed=config.seed,
                       callbacks=list(callbacks), run_dir=run_dir, config=dataclasses.asdict(config))
     return trainer, (xt[..., None], yt), (xv[..., None], yv)
@@ -446,7 +492,7 @@ def explain_inputs(checkpoint, input_spec: str | None) -> dict:
     config = resolve(config, series)
     lag = series.long_season if config.difference else 0
     split = chronological_split(series, lookback=config.lookback + lag, horizon=config.horizon)
-    model = QuantileForecaster(state["cell"], config.hidden, config.horizon)
+    model = QuantileForecaster(state["cell"], config.hidden, config.horizon, config.window_norm)
     load_model_weights(model, state["model"], checkpoint)
     origin = int(state["test_start"]) if not input_spec else int(input_spec)
     if not config.lookback + lag <= origin <= len(series):

@@ -5,13 +5,18 @@ Data -> tokens -> model -> fit -> decode -> score against baselines, top to bott
 * data: English -> French / German / Chinese pairs from the ``.po`` catalogs of Django, Wagtail,
   Sphinx and Plone (:mod:`rnnlab.data.translation`), or ``--tsv PATH``; placeholders masked; split
   by source string;
+* memory: the training pairs as a translation memory; with ``--fuzzy`` (default) each source is fed
+  to the encoder together with the translation of its most similar training source (neural fuzzy
+  repair, Bulte & Tezcan 2019): the network learns to edit a near match rather than translate from
+  nothing, which is how human translators work through these catalogs;
 * tokens: sentencepiece trained on the training split only (BPE for English, French and German;
   characters for Chinese, which has no spaces to split words at and whose ~2k characters in this
   data are already a compact vocabulary);
 * model: :class:`rnnlab.seq2seq.Seq2Seq` (bidirectional encoder, attention decoder), and the same
   network without attention as a baseline; label-smoothed cross-entropy, early stopping on
   validation loss, through the one :class:`~rnnlab.train.Trainer`;
-* decode: batched beam search with a length penalty, and greedy; placeholders restored;
+* decode: batched beam search with a length penalty, and greedy; every source placeholder must be
+  produced before the end (constrained decoding, ``--constrain-placeholders``); placeholders restored;
 * score: BLEU and chrF (sacrebleu) against copy-the-source and nearest-neighbour retrieval
   (character 3-gram TF-IDF) baselines on the same test set; an attention heatmap PNG.
 """
@@ -33,7 +38,7 @@ from rnnlab.data.translation import PAIRS, Pair, Split, load_pairs, mask, split_
 from rnnlab.errors import RnnlabError
 from rnnlab.metrics.translation import bleu, chrf, placeholders_kept
 from rnnlab.runs import new_run_dir, print_table, save_figure, write_config, write_json, write_metrics
-from rnnlab.seq2seq import BOS, EOS, PAD, Seq2Seq, beam_search, greedy, smoothed_cross_entropy
+from rnnlab.seq2seq import BOS, EOS, PAD, Constraints, Seq2Seq, beam_search, greedy, smoothed_cross_entropy
 from rnnlab.train import EarlyStopping, Trainer, seed_everything
 from rnnlab.train.checkpoint import load_checkpoint, load_model_weights, save_checkpoint
 from rnnlab.train.data import BucketedBatches
@@ -61,6 +66,8 @@ class Config:
     beam: int = 5
     length_penalty: float = 0.6
     no_attention_baseline: bool = True
+    fuzzy: bool = True              # feed the translation of the nearest training source too (fuzzy repair)
+    constrain_placeholders: bool = True  # decoding must produce every source placeholder before ending
     max_pairs: int = 0              # use only the first N training pairs (0: all)
     max_test: int = 0               # score only the first N test pairs (0: all; for smoke tests)
     seed: int = 0
@@ -106,15 +113,28 @@ def build_tokenizers(train: list[Pair], config: Config, target_lang: str) -> tup
     return src, tgt
 
 
-def encode_sources(tok: Tokenizer, texts: list[str], max_len: int) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Padded source ids ``(N, S)`` ending in EOS, their lengths, and how many were cut to ``max_len``."""
+def encode_sources(tok: Tokenizer, texts: list[str], max_len: int, hints: list[str] | None = None,
+                   hint_tok: Tokenizer | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Padded source ids ``(N, S)`` ending in EOS, their lengths, and how many were cut to ``max_len``.
+
+    With ``hints`` (fuzzy repair) a row is ``source SEP hint EOS``: the hint's target-language pieces
+    get ids after the source vocabulary (``len(tok) + id``) and SEP the last id, so one embedding
+    table holds both languages (see :func:`source_vocab`)."""
     rows, cut = [], 0
-    for text in texts:
+    sep = len(tok) + len(hint_tok) if hints is not None else None
+    for i, text in enumerate(texts):
         ids = tok.encode(text)
         if len(ids) > max_len - 1:
             ids, cut = ids[:max_len - 1], cut + 1
+        if hints is not None:
+            ids = ids + [sep] + [len(tok) + t for t in hint_tok.encode(hints[i])[:max_len - 1]]
         rows.append(ids + [EOS])
     return _pad(rows), torch.tensor([len(r) for r in rows]), cut
+
+
+def source_vocab(config: Config, src: Tokenizer, tgt: Tokenizer) -> int:
+    """Size of the encoder's embedding table: source pieces, plus target pieces and SEP with fuzzy repair."""
+    return len(src) + (len(tgt) + 1 if config.fuzzy else 0)
 
 
 def encode_targets(tok: Tokenizer, texts: list[str], max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -155,11 +175,84 @@ def fit_model(model: Seq2Seq, config: Config, data: dict, run_dir: Path, verbose
             "train_s": time.perf_counter() - start}
 
 
-class Translator:
-    """A trained model with its tokenizers: ``translate(sources) -> texts`` with placeholders restored."""
+class Memory:
+    """The training pairs as a translation memory: for a sentence, the training pair whose source is
+    most similar (cosine of character 3-gram TF-IDF). The retrieval baseline returns its
+    translation; fuzzy repair feeds that translation to the network next to the source."""
 
-    def __init__(self, model: Seq2Seq, src: Tokenizer, tgt: Tokenizer, config: Config):
-        self.model, self.src, self.tgt, self.config = model, src, tgt, config
+    def __init__(self, pairs: list[Pair]):
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
+        if not pairs:
+            raise RnnlabError("the translation memory needs at least one training pair, got none")
+        self.pairs = pairs
+        self.vectorizer = TfidfVectorizer(analyzer="char", ngram_range=(3, 3), lowercase=True)
+        self.matrix = self.vectorizer.fit_transform([p.source for p in pairs])
+
+    def nearest(self, sources: list[str], exclude_same_source: bool = False, chunk: int = 1024) -> np.ndarray:
+        """Index of the most similar training pair for each source. ``exclude_same_source`` (for the
+        training pairs themselves) skips pairs with the identical source, as a test sentence's own
+        source is never in the memory."""
+        out = []
+        for start in range(0, len(sources), chunk):
+            part = sources[start:start + chunk]
+            sim = (self.vectorizer.transform(part) @ self.matrix.T).toarray()
+            if exclude_same_source:
+                index = self._by_source()
+                for i, text in enumerate(part):
+                    sim[i, index.get(text, [])] = -1.0
+            out.append(sim.argmax(axis=1))
+        return np.concatenate(out) if out else np.zeros(0, dtype=int)
+
+    def hints(self, sources: list[str], exclude_same_source: bool = False) -> list[str]:
+        return [self.pairs[j].target for j in self.nearest(sources, exclude_same_source)]
+
+    def _by_source(self) -> dict[str, list[int]]:
+        if not hasattr(self, "_index"):
+            self._index: dict[str, list[int]] = {}
+            for i, p in enumerate(self.pairs):
+                self._index.setdefault(p.source, []).append(i)
+        return self._index
+
+    def to_tensor(self) -> torch.Tensor:
+        blob = json.dumps([[p.source, p.target] for p in self.pairs], ensure_ascii=False).encode("utf-8")
+        return torch.frombuffer(bytearray(blob), dtype=torch.uint8)
+
+    @classmethod
+    def from_tensor(cls, tensor: torch.Tensor) -> "Memory":
+        rows = json.loads(bytes(tensor.numpy().tobytes()).decode("utf-8"))
+        return cls([Pair(source, target, []) for source, target in rows])
+
+
+def placeholder_constraints(tgt: Tokenizer, pairs: list[Pair]) -> Constraints:
+    """Each sentence must produce its own ``<phK>`` pieces and none that its source does not have."""
+    ids = [tgt.sp.piece_to_id(f"<ph{k}>") for k in range(MAX_PLACEHOLDERS)]
+    return Constraints.from_lists([ids[:len(p.placeholders)] for p in pairs],
+                                  [ids[len(p.placeholders):] for p in pairs], len(tgt))
+
+
+class Translator:
+    """A trained model with its tokenizers (and, for fuzzy repair, its translation memory):
+    ``translate(pairs) -> texts`` with placeholders restored."""
+
+    def __init__(self, model: Seq2Seq, src: Tokenizer, tgt: Tokenizer, config: Config, memory: Memory | None = None):
+        if config.fuzzy and memory is None:
+            raise RnnlabError("a fuzzy-repair model needs its translation memory (the training pairs)")
+        self.model, self.src, self.tgt, self.config, self.memory = model, src, tgt, config, memory
+
+    def encode(self, pairs: list[Pair]) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """Encoder input for these sentences: ``source`` or, with fuzzy repair, ``source SEP hint``."""
+        sources = [p.source for p in pairs]
+        if not self.config.fuzzy:
+            return encode_sources(self.src, sources, self.config.max_len)
+        return encode_sources(self.src, sources, self.config.max_len, self.memory.hints(sources), self.tgt)
+
+    def source_pieces(self, pair: Pair) -> list[str]:
+        """Labels of the encoder positions of one sentence (for the attention heatmap)."""
+        ids = self.encode([pair])[0][0].tolist()
+        n_src = len(self.src)
+        return ["</s>" if i == EOS else "‖" if i == n_src + len(self.tgt) else
+                self.src.sp.id_to_piece(i) if i < n_src else "·" + self.tgt.sp.id_to_piece(i - n_src) for i in ids]
 
     def translate(self, pairs: list[Pair], beam: int | None = None, batch_size: int = 64) -> list[str]:
         """Beam search (``beam`` 0: greedy), batched, placeholders put back."""
@@ -167,12 +260,14 @@ class Translator:
         outputs = []
         for start in range(0, len(pairs), batch_size):
             chunk = pairs[start:start + batch_size]
-            src, src_len, _ = encode_sources(self.src, [p.source for p in chunk], self.config.max_len)
+            src, src_len, _ = self.encode(chunk)
             limit = int(src_len.max()) * 2 + 10
+            constraints = placeholder_constraints(self.tgt, chunk) if self.config.constrain_placeholders else None
             if beam == 0:  # greedy
-                ids = greedy(self.model, src, src_len, limit)
+                ids = greedy(self.model, src, src_len, limit, constraints)
             else:
-                ids = beam_search(self.model, src, src_len, beam, limit, self.config.length_penalty)
+                ids = beam_search(self.model, src, src_len, beam, limit, self.config.length_penalty,
+                                  constraints=constraints)
             outputs += [unmask(self.tgt.decode(seq), p.placeholders) for seq, p in zip(ids, chunk)]
         return outputs
 
@@ -181,7 +276,8 @@ class Translator:
             "model": self.model.state_dict(), "config": dataclasses.asdict(self.config),
             "attention": self.model.attention.kind,
             "src_tokenizer": torch.frombuffer(bytearray(self.src.proto), dtype=torch.uint8),
-            "tgt_tokenizer": torch.frombuffer(bytearray(self.tgt.proto), dtype=torch.uint8)})
+            "tgt_tokenizer": torch.frombuffer(bytearray(self.tgt.proto), dtype=torch.uint8),
+            **({"memory": self.memory.to_tensor()} if self.memory is not None else {})})
 
     @classmethod
     def load(cls, path: str | Path) -> "Translator":
@@ -195,10 +291,12 @@ class Translator:
         config = Config(**{k: v for k, v in state["config"].items() if k in names})
         src = Tokenizer(bytes(state["src_tokenizer"].numpy().tobytes()))
         tgt = Tokenizer(bytes(state["tgt_tokenizer"].numpy().tobytes()))
-        model = build_model(config, len(src), len(tgt), state.get("attention"))
+        if config.fuzzy and "memory" not in state:
+            raise RnnlabError(f"{path} is a fuzzy-repair model without its translation memory (file damaged?)")
+        model = build_model(config, source_vocab(config, src, tgt), len(tgt), state.get("attention"))
         load_model_weights(model, state["model"], path)
         model.eval()
-        return cls(model, src, tgt, config)
+        return cls(model, src, tgt, config, Memory.from_tensor(state["memory"]) if config.fuzzy else None)
 
 
 # -- baselines -------------------------------------------------------------------------------------
@@ -208,15 +306,9 @@ def copy_baseline(test: list[Pair]) -> list[str]:
     return [unmask(p.source, p.placeholders) for p in test]
 
 
-def retrieval_baseline(train: list[Pair], test: list[Pair]) -> list[str]:
+def retrieval_baseline(memory: Memory, test: list[Pair]) -> list[str]:
     """The translation of the most similar training source (cosine of character 3-gram TF-IDF)."""
-    from sklearn.feature_extraction.text import TfidfVectorizer
-
-    vectorizer = TfidfVectorizer(analyzer="char", ngram_range=(3, 3), lowercase=True)
-    train_matrix = vectorizer.fit_transform([p.source for p in train])
-    test_matrix = vectorizer.transform([p.source for p in test])
-    nearest = np.asarray((test_matrix @ train_matrix.T).argmax(axis=1)).ravel()
-    return [unmask(train[j].target, p.placeholders) for j, p in zip(nearest, test)]
+    return [unmask(memory.pairs[j].target, p.placeholders) for j, p in zip(memory.nearest([p.source for p in test]), test)]
 
 
 # -- the run ---------------------------------------------------------------------------------------
@@ -241,11 +333,15 @@ def train(config: Config, run_dir: Path, verbose: int = 1, resume: bool = False)
     name, split = prepare(config)
     seed_everything(config.seed)
     src_tok, tgt_tok = build_tokenizers(split.train, config, target_language(config))
+    memory = Memory(split.train) if config.fuzzy else None
     data = {}
     cut = 0
     for part in ("train", "val"):
         pairs = getattr(split, part)
-        src, src_len, n_cut = encode_sources(src_tok, [p.source for p in pairs], config.max_len)
+        sources = [p.source for p in pairs]
+        # a training pair's hint is its nearest *other* source, as a test sentence's would be
+        hints = memory.hints(sources, exclude_same_source=part == "train") if memory else None
+        src, src_len, n_cut = encode_sources(src_tok, sources, config.max_len, hints, tgt_tok if memory else None)
         tgt_in, tgt_out = encode_targets(tgt_tok, [p.target for p in pairs], config.max_len)
         data[part] = ((src, src_len, tgt_in), tgt_out)
         cut += n_cut
@@ -261,9 +357,9 @@ def train(config: Config, run_dir: Path, verbose: int = 1, resume: bool = False)
             info[label] = {"train_s": 0.0, "resumed": "already trained"}
             continue
         seed_everything(config.seed)
-        model = build_model(config, len(src_tok), len(tgt_tok), kind)
+        model = build_model(config, source_vocab(config, src_tok, tgt_tok), len(tgt_tok), kind)
         info[label] = fit_model(model, config, data, run_dir / label, verbose, resume)
-        Translator(model, src_tok, tgt_tok, config).save(run_dir / f"{label}.safetensors")
+        Translator(model, src_tok, tgt_tok, config, memory).save(run_dir / f"{label}.safetensors")
     write_json(run_dir / "train.json", info)
     return info
 
@@ -282,7 +378,7 @@ def evaluate(config: Config, run_dir: Path) -> dict:
     if (run_dir / "no_attention.safetensors").is_file():
         plain = Translator.load(run_dir / "no_attention.safetensors").translate(split.test)
         metrics.update({"bleu_no_attention": bleu(plain, refs, lang), "chrf_no_attention": chrf(plain, refs)})
-    retrieved, copied = retrieval_baseline(split.train, split.test), copy_baseline(split.test)
+    retrieved, copied = retrieval_baseline(Memory(split.train), split.test), copy_baseline(split.test)
     metrics.update({"bleu_retrieval": bleu(retrieved, refs, lang), "chrf_retrieval": chrf(retrieved, refs),
                     "bleu_copy": bleu(copied, refs, lang), "chrf_copy": chrf(copied, refs),
                     "placeholders_kept": kept / with_ph if with_ph else None, "placeholder_sentences": with_ph,
@@ -306,10 +402,11 @@ def plot_attention(translator: Translator, pair: Pair, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    src_ids = translator.src.encode(pair.source)[:translator.config.max_len - 1]
-    src_pieces = [translator.src.sp.id_to_piece(i) for i in src_ids] + ["</s>"]
-    out = beam_search(translator.model, *encode_sources(translator.src, [pair.source], translator.config.max_len)[:2],
-                      translator.config.beam, 2 * len(src_ids) + 10, translator.config.length_penalty, True)
+    src_pieces = translator.source_pieces(pair)
+    src, src_len, _ = translator.encode([pair])
+    constraints = placeholder_constraints(translator.tgt, [pair]) if translator.config.constrain_placeholders else None
+    out = beam_search(translator.model, src, src_len, translator.config.beam, 2 * len(src_pieces) + 10,
+                      translator.config.length_penalty, True, constraints)
     ids, att = out[0][0], out[1][0]
     tgt_pieces = [translator.tgt.sp.id_to_piece(i) for i in ids] + ["</s>"]
     grid = att[:len(tgt_pieces), :len(src_pieces)].numpy()
@@ -332,7 +429,8 @@ def _draw_attention(plt, grid, src_pieces, tgt_pieces, kind: str, path: Path) ->
     ax.imshow(grid, cmap="Blues", aspect="auto", vmin=0, vmax=1)
     ax.set_xticks(range(len(src_pieces)), src_pieces, rotation=60, ha="right", fontsize=8)
     ax.set_yticks(range(len(tgt_pieces)), tgt_pieces, fontsize=8)
-    ax.set_xlabel("source (English pieces)")
+    ax.set_xlabel("source (English pieces; after ‖ the nearest training translation, ·pieces)"
+                  if "‖" in src_pieces else "source (English pieces)")
     ax.set_ylabel("output pieces")
     ax.set_title(f"attention ({kind})", fontsize=9)
     save_figure(fig, path)
