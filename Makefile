@@ -6,7 +6,9 @@ STAMP  := $(VENV)/.rnnlab-installed
 
 .PHONY: install demo test test-fast bench clean
 
-install: $(STAMP)
+KERNELS := $(VENV)/.rnnlab-kernels
+
+install: $(STAMP) $(KERNELS)
 
 # torch is pinned and installed first so no other package can pull a (multi-GB CUDA) torch.
 $(STAMP): pyproject.toml scripts/install-debian.sh
@@ -15,6 +17,12 @@ $(STAMP): pyproject.toml scripts/install-debian.sh
 	$(PIP) install -q -e ".[apps,test,bench]" torch==2.13.0
 	bash scripts/install-debian.sh
 	touch $(STAMP)
+
+# rnnlab's C++ scan kernels (impl="fused"), compiled once here, never at import; without them the
+# fused layers fall back to torch's own kernels (same numbers, slower).
+$(KERNELS): $(STAMP) src/rnnlab/csrc/scan.cpp src/rnnlab/build_kernels.py
+	$(PY) -m rnnlab.build_kernels || echo "rnnlab: C++ kernels not built (no compiler?); fused layers use torch's kernels"
+	touch $(KERNELS)
 
 demo: install
 	$(PY) -m rnnlab demo --run-dir runs/demo
@@ -26,5 +34,5 @@ bench: install
 	$(PY) -m rnnlab bench
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache .hypothesis build src/*.egg-info
+	rm -rf $(VENV) runs .pytest_cache .hypothesis build src/*.egg-info src/rnnlab/_scan_ext*.so
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -7,7 +7,8 @@
 from rnnlab.cells import CTRNNCell, GRUCell, LSTMCell, RNNCell
 from rnnlab.errors import RnnlabError
 from rnnlab.layers import CTRNN, GRU, LSTM, RNN
+from rnnlab.minrnn import MinGRU, MinLSTM
 
 __version__ = "0.1.0"
 
-__all__ = ["RNN", "LSTM", "GRU", "CTRNN", "RNNCell", "LSTMCell", "GRUCell", "CTRNNCell", "RnnlabError", "__version__"]
+__all__ = ["RNN", "LSTM", "GRU", "CTRNN", "RNNCell", "LSTMCell", "GRUCell", "CTRNNCell", "MinGRU", "MinLSTM", "RnnlabError", "__version__"]

@@ -330,7 +330,7 @@ class _TorchCompatibleRNN(nn.Module):
             return "reference"
         if self.mode == "LSTM" or x.is_cuda:
             return "native"  # oneDNN on CPU / cuDNN on GPU: the fastest kernels there are
-        if _kernels is not None:
+        if _kernels is not None and _kernels.supports(x):
             return "kernels"
         if self.impl == "auto":
             log.debug("%s: rnnlab.kernels unavailable, falling back to torch's native kernel", type(self).__name__)
@@ -480,7 +480,7 @@ class CTRNN(nn.Module):
         if hx is None:
             hx = u.new_zeros(shape)
         check_state("CTRNN", hx, shape)
-        use_kernels = self.impl != "reference" and _kernels is not None and hasattr(_kernels, "ctrnn_scan")
+        use_kernels = self.impl != "reference" and _kernels is not None and _kernels.supports(u)
         if self.impl == "auto" and not use_kernels:
             log.debug("CTRNN: rnnlab.kernels.ctrnn_scan unavailable, using the reference loop")
 
