@@ -1,0 +1,442 @@
+"""Spoken words: synthesised training voices, human test recordings, features and augmentation.
+
+Nothing is downloaded. Training words are synthesised with ``espeak-ng`` (English accents x voice
+variants x speed x pitch) and ``flite`` (its English voices, with duration and pitch changes); the
+test set is human speech that Debian ships (``asterisk-core-sounds-en-wav``: a US English woman at
+8 kHz; ``klettres-data``: letters from two more speakers). Everything is resampled to
+:data:`SAMPLE_RATE` (8 kHz, the telephone band of the human test audio).
+
+The voice split is strict: a synthetic *voice* is an engine + accent + variant (espeak-ng) or an
+engine + voice (flite). Validation voices are every espeak-ng voice with a variant in
+:data:`VAL_VARIANTS` or the accent :data:`VAL_ACCENT`, and the flite voice :data:`VAL_FLITE`;
+none of them is ever trained on (:func:`check_voice_split` enforces it), and no human speaker is.
+
+Synthesis is cached on disk (``$RNNLAB_CACHE/speech`` or ``~/.cache/rnnlab/speech``), one file per
+voice setting, named by a hash of everything that changes its audio: change a setting and only
+that voice is synthesised again.
+"""
+from __future__ import annotations
+
+import glob
+import hashlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from rnnlab.errors import RnnlabError
+
+SAMPLE_RATE = 8000
+DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+LETTERS = tuple(chr(c) for c in range(ord("a"), ord("z") + 1))
+NATO = ("alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliett", "kilo",
+        "lima", "mike", "november", "oscar", "papa", "quebec", "romeo", "sierra", "tango", "uniform", "victor",
+        "whiskey", "xray", "yankee", "zulu")
+WORDS = DIGITS + LETTERS + NATO  # the 62 classes, in this order
+GROUPS = {"digits": DIGITS, "letters": LETTERS, "nato": NATO}
+SPOKEN = {"xray": "x-ray"}  # how a label is written for the synthesisers
+
+ESPEAK_ACCENTS = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-gbclan", "en-gb-x-rp", "en-gb-x-gbcwmd", "en-029",
+                  "en-us-nyc")
+FLITE_VOICES = ("kal", "kal16", "awb", "rms", "slt")
+VAL_ACCENT = "en-gb-x-gbcwmd"
+VAL_VARIANTS = ("Andrea", "f3", "m4", "klatt3", "john", "steph2", "Gene2", "iven3", "belinda", "max")
+VAL_FLITE = "rms"
+SKIP_VARIANTS = ("whisper", "whisperf")  # no voicing at all: nothing like the test speech
+SYNTH_VERSION = 1  # bump when the synthesis code changes what it writes
+
+# -- voices --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Voice:
+    """One synthesis setting: ``engine`` + ``name`` (accent[+variant] or flite voice) + speed + pitch."""
+
+    engine: str          # "espeak-ng" or "flite"
+    accent: str          # espeak-ng language / flite voice name
+    variant: str = ""    # espeak-ng variant ("" = the accent's default voice)
+    speed: float = 1.0   # words per minute / 175 (espeak-ng); 1 / duration_stretch (flite)
+    pitch: float = 50.0  # espeak-ng 0-99; flite mean F0 in Hz (0 = the voice's own)
+
+    @property
+    def identity(self) -> str:
+        """The speaker: what the split keeps apart (speed and pitch changes are the same voice)."""
+        return f"{self.engine}:{self.accent}" + (f"+{self.variant}" if self.variant else "")
+
+    def key(self, words: tuple[str, ...]) -> str:
+        blob = json.dumps([asdict(self), list(words), SAMPLE_RATE, SYNTH_VERSION], sort_keys=True)
+        return hashlib.sha1(blob.encode()).hexdigest()[:16]
+
+
+def is_validation_voice(voice: Voice) -> bool:
+    if voice.engine == "flite":
+        return voice.accent == VAL_FLITE
+    return voice.accent == VAL_ACCENT or voice.variant in VAL_VARIANTS
+
+
+def espeak_variants() -> list[str]:
+    """The voice variants this espeak-ng offers (``espeak-ng --voices=variant``), sorted."""
+    _need("espeak-ng", "espeak-ng")
+    out = subprocess.run(["espeak-ng", "--voices=variant"], capture_output=True, text=True, check=True).stdout
+    names = [line.split()[4].split("/")[-1] for line in out.splitlines()[1:] if len(line.split()) >= 5]
+    return sorted(n for n in names if n not in SKIP_VARIANTS)
+
+
+def espeak_accents() -> list[str]:
+    _need("espeak-ng", "espeak-ng")
+    out = subprocess.run(["espeak-ng", "--voices=en"], capture_output=True, text=True, check=True).stdout
+    have = {line.split()[1] for line in out.splitlines()[1:] if len(line.split()) > 1}
+    return [a for a in ESPEAK_ACCENTS if a in have]
+
+
+def sample_voices(n_espeak: int, n_flite: int, split: str, seed: int) -> list[Voice]:
+    """``n_espeak`` espeak-ng and ``n_flite`` flite settings of the ``split`` ("train" or "val") voices.
+
+    Accent, variant, speed (0.7-1.35 x 175 wpm) and pitch (15-85) are drawn at random; for flite,
+    the voices of the split at 0.75-1.35 x their speed and 0.7-1.5 x their mean F0.
+    """
+    if split not in ("train", "val"):
+        raise RnnlabError(f"split must be 'train' or 'val', got {split!r}")
+    rng = np.random.default_rng([seed, 0 if split == "train" else 1])
+    want_val = split == "val"
+    voices: list[Voice] = []
+    if n_espeak:
+        accents, variants = espeak_accents(), [""] + espeak_variants()
+        pool = [(a, v) for a in accents for v in variants
+                if is_validation_voice(Voice("espeak-ng", a, v)) == want_val]
+        for i in range(n_espeak):
+            a, v = pool[rng.integers(len(pool))]
+            speed = 1.0 if i == 0 else float(np.round(rng.uniform(0.7, 1.35), 2))
+            voices.append(Voice("espeak-ng", a, v, speed, float(rng.integers(15, 86)) if i else 50.0))
+    if n_flite:
+        names = [v for v in flite_voices() if (v == VAL_FLITE) == want_val]
+        for i in range(n_flite):
+            name = names[i % len(names)]
+            plain = i < len(names)
+            speed = 1.0 if plain else float(np.round(rng.uniform(0.75, 1.35), 2))
+            pitch = 0.0 if plain else float(np.round(rng.uniform(0.7, 1.5), 2))
+            voices.append(Voice("flite", name, "", speed, pitch))
+    return list(dict.fromkeys(voices))
+
+
+def flite_voices() -> list[str]:
+    _need("flite", "flite")
+    out = subprocess.run(["flite", "-lv"], capture_output=True, text=True).stdout
+    have = set(out.replace("Voices available:", "").split())
+    return [v for v in FLITE_VOICES if v in have]
+
+
+def check_voice_split(train: list[Voice], val: list[Voice]) -> None:
+    """Raise if a validation voice (or a voice of a validation accent/variant) is in ``train``."""
+    leaked = sorted({v.identity for v in train if is_validation_voice(v)} |
+                    ({v.identity for v in train} & {v.identity for v in val}))
+    if leaked:
+        raise RnnlabError(f"voice split broken: validation voices in the training set: {leaked[:5]}")
+
+
+# -- synthesis -------------------------------------------------------------------------------------
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("RNNLAB_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "rnnlab")
+    path = Path(root) / "speech"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _need(program: str, package: str) -> None:
+    if shutil.which(program) is None:
+        raise RnnlabError(f"speech synthesis needs the program {program!r} (Debian package {package}); "
+                          f"run 'make install' (or: sudo apt-get install {package})")
+
+
+def _to_rate(y: np.ndarray, sr: int) -> np.ndarray:
+    import librosa
+
+    y = np.asarray(y, dtype=np.float32)
+    return y if sr == SAMPLE_RATE else librosa.resample(y, orig_sr=sr, target_sr=SAMPLE_RATE, res_type="soxr_hq")
+
+
+def _split_words(y: np.ndarray, count: int) -> list[np.ndarray] | None:
+    """Cut a recording of ``count`` words read with long pauses into the words (None if not ``count``)."""
+    import librosa
+
+    intervals = librosa.effects.split(y, top_db=40, frame_length=256, hop_length=64)
+    merged: list[list[int]] = []
+    for a, b in intervals:  # a stop closure inside a word ("six", "quebec") is a short gap: keep it
+        if merged and a - merged[-1][1] < 0.25 * SAMPLE_RATE:
+            merged[-1][1] = b
+        else:
+            merged.append([int(a), int(b)])
+    if len(merged) != count:
+        return None
+    pad = int(0.03 * SAMPLE_RATE)
+    return [y[max(0, a - pad):b + pad] for a, b in merged]
+
+
+def _espeak(voice: Voice, texts: list[str]) -> list[np.ndarray]:
+    import soundfile as sf
+
+    name = voice.accent + (f"+{voice.variant}" if voice.variant else "")
+    args = ["espeak-ng", "-v", name, "-s", str(int(round(175 * voice.speed))), "-p", str(int(voice.pitch)), "--stdout"]
+    ssml = "<speak>" + "".join(f'{t}<break time="700ms"/>' for t in texts) + "</speak>"
+    raw = subprocess.run(args + ["-m", ssml], capture_output=True, check=True).stdout
+    y, sr = sf.read(io.BytesIO(raw), dtype="float32")
+    words = _split_words(_to_rate(y, sr), len(texts))
+    if words is not None:
+        return words
+    out = []  # the pauses did not cut cleanly: one call per word
+    for t in texts:
+        y, sr = sf.read(io.BytesIO(subprocess.run(args + [t], capture_output=True, check=True).stdout), dtype="float32")
+        out.append(trim(_to_rate(y, sr)))
+    return out
+
+
+def _flite(voice: Voice, texts: list[str]) -> list[np.ndarray]:
+    import soundfile as sf
+
+    out = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, t in enumerate(texts):
+            path = os.path.join(tmp, f"{i}.wav")
+            args = ["flite", "-voice", voice.accent, "--setf", f"duration_stretch={1.0 / voice.speed:.3f}"]
+            if voice.pitch:
+                base = {"kal": 105, "kal16": 105, "awb": 110, "rms": 105, "slt": 170}.get(voice.accent, 120)
+                args += ["--setf", f"int_f0_target_mean={base * voice.pitch:.0f}"]
+            subprocess.run(args + ["-t", t, "-o", path], capture_output=True, check=True)
+            y, sr = sf.read(path, dtype="float32")
+            out.append(trim(_to_rate(y, sr)))
+    return out
+
+
+def synthesize(voice: Voice, words: tuple[str, ...] = WORDS) -> list[np.ndarray]:
+    """The ``words`` spoken by ``voice``, 8 kHz float32, silence trimmed; cached on disk."""
+    path = cache_dir() / f"{voice.key(words)}.npz"
+    if path.exists():
+        try:
+            with np.load(path) as f:
+                audio, offsets = f["audio"], f["offsets"]
+            return [audio[offsets[i]:offsets[i + 1]].astype(np.float32) / 32767 for i in range(len(words))]
+        except (OSError, ValueError, KeyError):
+            path.unlink(missing_ok=True)  # a torn cache file: synthesise again
+    texts = [SPOKEN.get(w, w) for w in words]
+    waves = _espeak(voice, texts) if voice.engine == "espeak-ng" else _flite(voice, texts)
+    waves = [w / max(1e-6, float(np.abs(w).max())) * 0.9 for w in waves]
+    offsets = np.cumsum([0] + [len(w) for w in waves])
+    audio = (np.concatenate(waves) * 32767).astype(np.int16)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
+    np.savez(tmp, audio=audio, offsets=offsets)
+    os.replace(tmp, path)
+    return [a.astype(np.float32) / 32767 for a in np.split(audio, offsets[1:-1])]
+
+
+def synthesize_all(voices: list[Voice], words: tuple[str, ...] = WORDS, workers: int | None = None,
+                   verbose: bool = False) -> list[list[np.ndarray]]:
+    """:func:`synthesize` for every voice, ``workers`` synthesiser processes at a time."""
+    for engine, package in (("espeak-ng", "espeak-ng"), ("flite", "flite")):
+        if any(v.engine == engine for v in voices):
+            _need(engine, package)
+    workers = workers or min(4, os.cpu_count() or 1)
+    todo = sum(not (cache_dir() / f"{v.key(words)}.npz").exists() for v in voices)
+    if verbose and todo:
+        print(f"synthesising {todo} of {len(voices)} voice settings x {len(words)} words "
+              f"(cached in {cache_dir()})", flush=True)
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(lambda v: synthesize(v, words), voices))
+
+
+# -- human test recordings ---------------------------------------------------------------------------
+
+ASTERISK_ROOTS = ("/usr/share/asterisk/sounds/en_US_f_Allison", "/usr/share/asterisk/sounds/en",
+                  "/var/lib/asterisk/sounds/en")
+KLETTRES_ROOTS = ("/usr/share/klettres", "/usr/share/kde4/apps/klettres")
+
+
+def _asterisk_dir() -> Path:
+    for root in ASTERISK_ROOTS:
+        if os.path.isfile(os.path.join(root, "digits", "0.wav")) and os.path.isfile(os.path.join(root, "phonetic", "a_p.wav")):
+            return Path(root)
+    found = sorted(glob.glob("/usr/share/asterisk/sounds/*/phonetic/a_p.wav"))
+    if found:
+        return Path(found[0]).parent.parent
+    raise RnnlabError("the human test set needs the Debian package asterisk-core-sounds-en-wav "
+                      f"(digits/0.wav and phonetic/a_p.wav under one of {ASTERISK_ROOTS}); run 'make install'")
+
+
+def _klettres_dir(lang: str) -> Path:
+    for root in KLETTRES_ROOTS:
+        path = Path(root) / lang / "alpha"
+        if (path / "A.ogg").is_file() or (path / "a.ogg").is_file():
+            return path
+    raise RnnlabError(f"the human test set needs the Debian package klettres-data ({lang}/alpha/A.ogg under one of "
+                      f"{KLETTRES_ROOTS}); run 'make install'")
+
+
+@dataclass(frozen=True)
+class Recording:
+    path: str
+    word: str
+    speaker: str
+
+
+def human_test_set() -> list[Recording]:
+    """The 115 human recordings: asterisk's US woman (digits, letters + 'zed', NATO words) and the
+    letters of klettres' two speakers (en, en_GB)."""
+    ast = _asterisk_dir()
+    items = [Recording(str(ast / "digits" / f"{i}.wav"), w, "asterisk") for i, w in enumerate(DIGITS)]
+    items += [Recording(str(ast / "letters" / f"{c}.wav"), c, "asterisk") for c in LETTERS]
+    items.append(Recording(str(ast / "letters" / "zed.wav"), "z", "asterisk"))
+    items += [Recording(str(ast / "phonetic" / f"{w[0]}_p.wav"), w, "asterisk") for w in NATO]
+    for lang in ("en", "en_GB"):
+        root = _klettres_dir(lang)
+        for c in LETTERS:  # en ships A.ogg, en_GB a.ogg
+            upper = root / f"{c.upper()}.ogg"
+            items.append(Recording(str(upper if upper.is_file() else root / f"{c}.ogg"), c, f"klettres-{lang}"))
+    missing = [r.path for r in items if not os.path.isfile(r.path)]
+    if missing:
+        raise RnnlabError(f"human test set incomplete: {len(missing)} files missing, e.g. {missing[0]}; "
+                          "reinstall asterisk-core-sounds-en-wav / klettres-data")
+    return items
+
+
+# -- audio in, features out ----------------------------------------------------------------------------
+
+
+def load_audio(path: str | os.PathLike) -> np.ndarray:
+    """Any file soundfile reads (wav, flac, ogg), any rate, mono or stereo -> 8 kHz mono float32.
+
+    Raises :class:`RnnlabError` for a missing, empty, corrupt or non-audio file and for silence.
+    """
+    import soundfile as sf
+
+    path = Path(path)
+    if not path.is_file():
+        raise RnnlabError(f"expected an audio file, got {str(path)!r} (no such file)")
+    if path.stat().st_size == 0:
+        raise RnnlabError(f"expected an audio file (wav, flac, ogg), got {str(path)!r}: an empty file (0 bytes)")
+    try:
+        y, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    except Exception as exc:  # soundfile raises LibsndfileError / RuntimeError for what it cannot read
+        raise RnnlabError(f"expected an audio file (wav, flac, ogg), got {str(path)!r} that cannot be read as audio: "
+                          f"{str(exc).strip() or type(exc).__name__}") from None
+    if y.size == 0:
+        raise RnnlabError(f"expected audio samples in {str(path)!r}, got none (a header without audio)")
+    y = y.mean(axis=1)  # stereo -> mono
+    if not np.isfinite(y).all():
+        raise RnnlabError(f"{str(path)!r} holds NaN or infinite samples")
+    y = _to_rate(y, int(sr))
+    if float(np.abs(y).max()) < 1e-3 or float(np.sqrt(np.mean(y ** 2))) < 1e-4:
+        raise RnnlabError(f"expected speech in {str(path)!r}, got silence (peak {float(np.abs(y).max()):.2g} of full scale)")
+    return y
+
+
+def trim(y: np.ndarray, top_db: float = 35.0) -> np.ndarray:
+    """Cut leading and trailing silence (more than ``top_db`` below the peak), keeping 30 ms margins."""
+    import librosa
+
+    if len(y) < 256:
+        return y
+    _, (a, b) = librosa.effects.trim(y, top_db=top_db, frame_length=256, hop_length=64)
+    pad = int(0.03 * SAMPLE_RATE)
+    return y[max(0, a - pad):b + pad]
+
+
+N_MELS = 40
+HOP = 80  # 10 ms at 8 kHz
+N_FFT = 256
+WIN = 200
+
+
+@lru_cache(maxsize=1)
+def _mel_basis() -> tuple[np.ndarray, np.ndarray]:
+    import librosa
+
+    window = np.zeros(N_FFT, dtype=np.float32)  # a 25 ms Hann window centred in the 32 ms FFT frame
+    start = (N_FFT - WIN) // 2
+    window[start:start + WIN] = np.hanning(WIN + 1)[:-1]
+    mel = librosa.filters.mel(sr=SAMPLE_RATE, n_fft=N_FFT, n_mels=N_MELS, fmin=60, fmax=3800).astype(np.float32)
+    return window, mel.T
+
+
+def features(y: np.ndarray) -> np.ndarray:
+    """Log-mel spectrogram ``(frames, 40)`` (25 ms Hann windows in 32 ms frames every 10 ms,
+    40 mel bands over 60-3800 Hz), mean removed per band over the utterance (cepstral mean
+    normalisation: a fixed channel or gain drops out)."""
+    y = np.asarray(y, dtype=np.float32)
+    if len(y) < N_FFT:
+        y = np.pad(y, (0, N_FFT - len(y)))
+    y = y / max(1e-6, float(np.abs(y).max()))
+    window, mel = _mel_basis()
+    frames = np.lib.stride_tricks.sliding_window_view(y, N_FFT)[::HOP] * window
+    power = np.abs(np.fft.rfft(frames, axis=1)) ** 2
+    logmel = np.log(power.astype(np.float32) @ mel + 1e-6)
+    return (logmel - logmel.mean(axis=0, keepdims=True)).astype(np.float32)
+
+
+def recording_features(path: str | os.PathLike) -> np.ndarray:
+    """Features of one file as the model sees it: loaded, 8 kHz, silence trimmed."""
+    return features(trim(load_audio(path)))
+
+
+# -- augmentation ----------------------------------------------------------------------------------------
+
+
+def telephone(y: np.ndarray, low: float = 300.0, high: float = 3400.0) -> np.ndarray:
+    """Band-limit to the telephone band (4th-order Butterworth band-pass)."""
+    from scipy.signal import sosfilt
+
+    return sosfilt(_bandpass(int(round(low / 50) * 50), int(round(high / 50) * 50)), y).astype(np.float32)
+
+
+@lru_cache(maxsize=64)
+def _bandpass(low: int, high: int) -> np.ndarray:
+    from scipy.signal import butter
+
+    return butter(4, [low, high], btype="bandpass", fs=SAMPLE_RATE, output="sos")
+
+
+def augment(y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One random distortion of a word: speed (0.85-1.15, pitch and formants with it), time shift
+    (0-150 ms of leading and trailing silence), telephone band-limiting (half the time), gain
+    (-20..+6 dB) and white or pink-ish noise at 5-40 dB SNR (most of the time)."""
+    import librosa
+
+    y = np.asarray(y, dtype=np.float32)
+    rate = rng.uniform(0.85, 1.15)
+    if abs(rate - 1) > 0.01:  # resample: plays the word faster/slower, shifting pitch and formants together
+        y = librosa.resample(y, orig_sr=SAMPLE_RATE, target_sr=int(SAMPLE_RATE / rate), res_type="soxr_mq")
+    lead, tail = rng.integers(0, int(0.15 * SAMPLE_RATE), size=2)
+    y = np.concatenate([np.zeros(lead, np.float32), y, np.zeros(tail, np.float32)])
+    if rng.random() < 0.5:
+        y = telephone(y, rng.uniform(200, 400), rng.uniform(3000, 3600))
+    y = y * float(10 ** (rng.uniform(-20, 6) / 20))
+    if rng.random() < 0.8:
+        noise = rng.standard_normal(len(y)).astype(np.float32)
+        if rng.random() < 0.5:  # coloured: a one-pole low-pass of white noise
+            from scipy.signal import lfilter
+
+            noise = lfilter([1.0], [1.0, -0.9], noise).astype(np.float32)
+        power = float(np.mean(y ** 2)) + 1e-12
+        snr = rng.uniform(5, 40)
+        noise *= np.sqrt(power / (10 ** (snr / 10)) / (float(np.mean(noise ** 2)) + 1e-12))
+        y = y + noise
+    return y.astype(np.float32)
+
+
+def pad_features(feats: list[np.ndarray], max_frames: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Stack ``(frames, bands)`` arrays into ``(n, T, bands)`` zero-padded, with their lengths."""
+    if not feats:
+        raise RnnlabError("no utterances to stack")
+    lengths = np.array([min(len(f), max_frames or len(f)) for f in feats], dtype=np.int64)
+    out = np.zeros((len(feats), int(lengths.max()), feats[0].shape[1]), dtype=np.float32)
+    for i, (f, n) in enumerate(zip(feats, lengths)):
+        out[i, :n] = f[:n]
+    return out, lengths

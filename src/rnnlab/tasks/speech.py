@@ -1,0 +1,709 @@
+"""``rnnlab speech``: spoken digits, letters and NATO words, trained on synthetic voices, tested on human ones.
+
+Data -> model -> fit -> evaluate against a peer, top to bottom:
+
+* data: the 62 words (zero..nine, a..z, alpha..zulu) synthesised by espeak-ng and flite in hundreds
+  of voice settings, cached (:mod:`rnnlab.data.speech`); every word also gets one distorted copy
+  (speed, time shift, telephone band, gain, noise); log-mel features at 8 kHz;
+* models: :class:`WordClassifier` (bidirectional LSTM/GRU/RNN over the frames, mean+max pooled,
+  SpecAugment masks and a random frequency warp while training) for isolated words, and
+  :class:`DigitCTC` (bidirectional LSTM + CTC loss) for connected digit strings built by joining
+  synthesised digits with random pauses; greedy and prefix-beam decoding (:func:`greedy_decode`,
+  :func:`beam_decode`);
+* fit: the one :class:`~rnnlab.train.Trainer` (length-bucketed batches, cosine decay, time limit,
+  best-validation checkpoint), validated on synthetic voices never trained on;
+* evaluate: accuracy on 115 human recordings (:func:`rnnlab.data.speech.human_test_set`) and on
+  the held-out voices, a confusion matrix, digit-string word error rate, and the peer pocketsphinx
+  (a 62-word JSGF grammar, one fresh decoder per file) on the same human files.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+import rnnlab
+from rnnlab.data import speech as sd
+from rnnlab.errors import RnnlabError
+from rnnlab.metrics.speech import accuracy, confusion_matrix, word_error_rate
+from rnnlab.runs import new_run_dir, print_table, save_figure, write_config, write_metrics
+from rnnlab.train import CosineDecay, TimeLimit, Trainer, seed_everything
+from rnnlab.train.data import BucketedBatches
+
+CELLS = {"lstm": rnnlab.LSTM, "gru": rnnlab.GRU, "rnn": rnnlab.RNN}
+WORDS = sd.WORDS
+BLANK = 0  # CTC blank; digit d is label d + 1
+
+
+@dataclass
+class Config:
+    cell: str = "lstm"
+    hidden: int = 128
+    layers: int = 2
+    dropout: float = 0.2
+    cepstra: int = 20               # DCT of the log-mel bands kept (MFCC-like, drops pitch harmonics); 0: log-mel
+    stack: int = 3                  # frames joined per recurrent step (10 ms each)
+    espeak_voices: int = 300        # espeak-ng training settings (accent x variant x speed x pitch)
+    flite_voices: int = 120         # flite training settings (4 voices x duration x pitch)
+    val_espeak_voices: int = 24     # held-out voices for validation
+    val_flite_voices: int = 8
+    augment_copies: int = 1         # distorted copies per synthesised word (besides the clean one)
+    epochs: int = 12
+    batch_size: int = 64
+    learning_rate: float = 3e-3
+    max_minutes: float = 9.0        # classifier training stops after this
+    ctc_strings: int = 3000         # connected digit strings (3-6 digits) for the CTC model
+    ctc_val_strings: int = 300
+    ctc_hidden: int = 96
+    ctc_layers: int = 1
+    ctc_epochs: int = 10
+    ctc_max_minutes: float = 3.0
+    beam: int = 8                   # prefix beam width for digit strings (1: greedy)
+    seed: int = 0
+
+
+# -- data ------------------------------------------------------------------------------------------
+
+
+def voice_sets(config: Config) -> tuple[list[sd.Voice], list[sd.Voice]]:
+    train = sd.sample_voices(config.espeak_voices, config.flite_voices, "train", config.seed)
+    val = sd.sample_voices(config.val_espeak_voices, config.val_flite_voices, "val", config.seed)
+    sd.check_voice_split(train, val)
+    return train, val
+
+
+def word_features(waves: list[list[np.ndarray]], copies: int, seed: int, clean: bool = True):
+    """Features and labels of every voice's 62 words: the clean word and ``copies`` distorted ones."""
+    feats, labels = [], []
+    for v, words in enumerate(waves):
+        rng = np.random.default_rng([seed, v])
+        for label, y in enumerate(words):
+            if clean:
+                feats.append(sd.features(y))
+                labels.append(label)
+            for _ in range(copies):
+                feats.append(sd.features(sd.augment(y, rng)))
+                labels.append(label)
+    x, lengths = sd.pad_features(feats)
+    return torch.from_numpy(x), torch.from_numpy(lengths), torch.tensor(labels)
+
+
+def digit_strings(waves: list[list[np.ndarray]], n: int, seed: int, augment: bool = True):
+    """``n`` connected digit strings (3-6 digits of one voice, 30-300 ms pauses), features and labels."""
+    rng = np.random.default_rng([seed, 7])
+    feats, targets = [], []
+    for _ in range(n):
+        words = waves[rng.integers(len(waves))]
+        digits = rng.integers(0, 10, size=rng.integers(3, 7))
+        parts = [np.zeros(int(rng.uniform(0.02, 0.2) * sd.SAMPLE_RATE), np.float32)]
+        for d in digits:
+            parts += [words[d], np.zeros(int(rng.uniform(0.03, 0.3) * sd.SAMPLE_RATE), np.float32)]
+        y = np.concatenate(parts)
+        feats.append(sd.features(sd.augment(y, rng) if augment else y))
+        targets.append(digits + 1)
+    x, lengths = sd.pad_features(feats)
+    t = np.zeros((n, 6), dtype=np.int64)
+    for i, d in enumerate(targets):
+        t[i, :len(d)] = d
+    return torch.from_numpy(x), torch.from_numpy(lengths), torch.from_numpy(t)
+
+
+# -- models ----------------------------------------------------------------------------------------
+
+
+def stack_frames(x: Tensor, lengths: Tensor, k: int = 2) -> tuple[Tensor, Tensor]:
+    """Join every ``k`` frames into one step: ``(B, T, F) -> (B, ceil(T/k), k*F)`` (half the steps).
+    Frames past each length are zeroed first, so padding never leaks into a sequence's last step."""
+    b, t, f = x.shape
+    x = x.masked_fill((torch.arange(t).view(1, t, 1) >= lengths.view(b, 1, 1)), 0.0)
+    pad = (-t) % k
+    if pad:
+        x = F.pad(x, (0, 0, 0, pad))
+    return x.reshape(b, (t + pad) // k, k * f), (lengths + k - 1) // k
+
+
+def spec_augment(x: Tensor, lengths: Tensor, gen: torch.Generator | None = None) -> Tensor:
+    """SpecAugment (Park et al. 2019) without time warping, plus a random frequency-axis warp.
+
+    Each utterance's mel axis is stretched by 0.88-1.12 (a vocal tract length change), then two
+    bands of up to 6 mel channels and two spans of up to 10% of its frames are set to 0 (the mean).
+    """
+    b, t, f = x.shape
+    alpha = torch.empty(b, 1, 1).uniform_(0.88, 1.12, generator=gen)
+    pos = (torch.arange(f, dtype=x.dtype).view(1, 1, f) * alpha).clamp(max=f - 1)
+    lo = pos.floor().long()
+    hi = (lo + 1).clamp(max=f - 1)
+    w = pos - lo
+    x = x.gather(2, lo.expand(b, t, f)) * (1 - w) + x.gather(2, hi.expand(b, t, f)) * w
+    mask = torch.zeros(b, t, f, dtype=torch.bool)
+    chan = torch.arange(f).view(1, f)
+    steps = torch.arange(t).view(1, t)
+    for _ in range(2):
+        width = torch.randint(0, 7, (b, 1), generator=gen)
+        start = (torch.rand(b, 1, generator=gen) * (f - width)).long()
+        mask |= ((chan >= start) & (chan < start + width)).unsqueeze(1)
+        twidth = (torch.rand(b, 1, generator=gen) * 0.1 * lengths.view(b, 1)).long()
+        tstart = (torch.rand(b, 1, generator=gen) * (lengths.view(b, 1) - twidth).clamp(min=1)).long()
+        mask |= ((steps >= tstart) & (steps < tstart + twidth)).unsqueeze(2)
+    return x.masked_fill(mask, 0.0)
+
+
+class Cepstra(nn.Module):
+    """Log-mel bands -> the first ``n`` DCT-II coefficients (MFCCs; ``n`` = 0 keeps the bands), scaled
+    per coefficient to unit variance on the training data (``scale``, set by :func:`train`).
+
+    Keeping only the slow changes across the bands keeps the vocal-tract envelope and drops the
+    pitch harmonics, which differ most between synthetic and human voices."""
+
+    def __init__(self, bands: int = sd.N_MELS, n: int = 20):
+        super().__init__()
+        self.out_features = n or bands
+        k = torch.arange(bands, dtype=torch.float32)
+        dct = torch.cos(math.pi / bands * (k.view(-1, 1) + 0.5) * torch.arange(n or bands).view(1, -1))
+        self.register_buffer("dct", dct * math.sqrt(2.0 / bands) if n else torch.eye(bands))
+        self.register_buffer("scale", torch.ones(self.out_features))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return (x @ self.dct) / self.scale
+
+
+class WordClassifier(nn.Module):
+    """Log-mel frames -> 2 stacked frames per step -> bidirectional LSTM/GRU/RNN -> mean and max over
+    the valid steps -> linear read-out over the words. ``forward(x, lengths) -> logits``."""
+
+    def __init__(self, n_classes: int = len(WORDS), cell: str = "lstm", hidden: int = 128, layers: int = 2,
+                 dropout: float = 0.2, n_features: int = sd.N_MELS, augment: bool = True, cepstra: int = 20,
+                 stack: int = 3):
+        super().__init__()
+        if cell not in CELLS:
+            raise RnnlabError(f"cell must be one of {sorted(CELLS)}, got {cell!r}")
+        self.augment, self.stack = augment, stack
+        self.front = Cepstra(n_features, cepstra)
+        self.rnn = CELLS[cell](stack * self.front.out_features, hidden, num_layers=layers, batch_first=True,
+                               bidirectional=True, dropout=dropout if layers > 1 else 0.0)
+        self.drop = nn.Dropout(dropout)
+        self.head = nn.Linear(4 * hidden, n_classes)
+
+    def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
+        lengths = lengths.clamp(min=1)
+        x = x[:, :int(lengths.max())]
+        if self.training and self.augment:
+            x = spec_augment(x, lengths)
+        x, lengths = stack_frames(self.front(x), lengths, self.stack)
+        out, _ = self.rnn(x, lengths=lengths)
+        valid = (torch.arange(out.shape[1]).view(1, -1) < lengths.view(-1, 1)).unsqueeze(2)
+        mean = (out * valid).sum(1) / lengths.view(-1, 1).to(out.dtype)
+        peak = out.masked_fill(~valid, -1e4).max(1).values
+        return self.head(self.drop(torch.cat([mean, peak], 1)))
+
+
+class DigitCTC(nn.Module):
+    """Log-mel frames -> 2 stacked frames per step -> bidirectional LSTM -> per-step log-probabilities
+    over blank + 10 digits. ``forward(x, lengths) -> (log_probs (B, T', 11), lengths (B,))``."""
+
+    def __init__(self, hidden: int = 96, layers: int = 1, dropout: float = 0.1, n_features: int = sd.N_MELS,
+                 augment: bool = True, cepstra: int = 20, stack: int = 3):
+        super().__init__()
+        self.augment, self.stack = augment, stack
+        self.front = Cepstra(n_features, cepstra)
+        self.rnn = rnnlab.LSTM(stack * self.front.out_features, hidden, num_layers=layers, batch_first=True,
+                               bidirectional=True, dropout=dropout if layers > 1 else 0.0)
+        self.head = nn.Linear(2 * hidden, 11)
+
+    def forward(self, x: Tensor, lengths: Tensor):
+        lengths = lengths.clamp(min=1)
+        x = x[:, :int(lengths.max())]
+        if self.training and self.augment:
+            x = spec_augment(x, lengths)
+        x, lengths = stack_frames(self.front(x), lengths, self.stack)
+        out, _ = self.rnn(x, lengths=lengths)
+        return self.head(out).log_softmax(-1), lengths
+
+
+def ctc_loss(pred, target: Tensor) -> Tensor:
+    """CTC loss (Graves et al. 2006) of ``pred = (log_probs, lengths)`` against zero-padded labels."""
+    log_probs, lengths = pred
+    target_lengths = (target != BLANK).sum(1)
+    return F.ctc_loss(log_probs.transpose(0, 1), target, lengths, target_lengths, blank=BLANK, zero_infinity=True)
+
+
+def greedy_decode(log_probs: Tensor, length: int | None = None) -> list[int]:
+    """Best path: the likeliest label each step, repeats merged, blanks dropped."""
+    best = log_probs[:length].argmax(-1).tolist()
+    out, prev = [], BLANK
+    for k in best:
+        if k != prev and k != BLANK:
+            out.append(k)
+        prev = k
+    return out
+
+
+def beam_decode(log_probs: Tensor, length: int | None = None, beam: int = 8) -> list[int]:
+    """CTC prefix beam search (Hannun et al. 2014): keeps the ``beam`` likeliest label prefixes, each
+    with the probability of ending in a blank and of ending in its last label, summed over paths."""
+    lp = log_probs[:length].double().tolist()
+    neg = -math.inf
+
+    def add(a: float, b: float) -> float:
+        if a == neg:
+            return b
+        if b == neg:
+            return a
+        m = max(a, b)
+        return m + math.log(math.exp(a - m) + math.exp(b - m))
+
+    beams: dict[tuple, tuple[float, float]] = {(): (0.0, neg)}  # prefix -> (log P ends in blank, ends in label)
+    for step in lp:
+        nxt: dict[tuple, list[float]] = {}
+
+        def get(prefix):
+            return nxt.setdefault(prefix, [neg, neg])
+
+        for prefix, (pb, pnb) in beams.items():
+            total = add(pb, pnb)
+            entry = get(prefix)
+            entry[0] = add(entry[0], total + step[BLANK])  # a blank: the prefix stays
+            if prefix:  # the last label repeated without a blank between: merged, the prefix stays
+                entry[1] = add(entry[1], pnb + step[prefix[-1]])
+            for k in range(len(step)):
+                if k == BLANK:
+                    continue
+                longer = get(prefix + (k,))
+                if prefix and k == prefix[-1]:  # a repeat counts as new only after a blank
+                    longer[1] = add(longer[1], pb + step[k])
+                else:
+                    longer[1] = add(longer[1], total + step[k])
+        ranked = sorted(nxt.items(), key=lambda kv: add(*kv[1]), reverse=True)[:beam]
+        beams = {p: (v[0], v[1]) for p, v in ranked}
+    return list(max(beams.items(), key=lambda kv: add(*kv[1]))[0])
+
+
+# -- training ------------------------------------------------------------------------------------
+
+
+def _fit(model: nn.Module, loss, train_data, val_data, n_train: int, config: Config, epochs: int, minutes: float,
+         run_dir: Path, verbose: int, metrics=()) -> tuple[dict, float]:
+    steps = max(1, -(-n_train // config.batch_size))
+    limit = TimeLimit(minutes)
+    decay = CosineDecay(config.learning_rate, steps * epochs, steps)
+    trainer = Trainer(model, loss, learning_rate=config.learning_rate, clipnorm=1.0, metrics=metrics,
+                      callbacks=[decay, limit], seed=config.seed, run_dir=run_dir, keep_last=1,
+                      config={"task": dataclasses.asdict(config), "words": list(WORDS), "model": type(model).__name__})
+    start = time.perf_counter()
+    history = trainer.fit(train_data, epochs=epochs, batch_size=config.batch_size, validation_data=val_data,
+                          verbose=verbose)
+    seconds = time.perf_counter() - start
+    from rnnlab.train.checkpoint import load_checkpoint, load_model_weights
+
+    best = run_dir / "checkpoints" / "best.safetensors"
+    load_model_weights(model, load_checkpoint(best)["model"], best)
+    model.eval()
+    return {"epochs": len(history.history["loss"]), "stopped_by_time_limit": limit.stopped_early,
+            "history": history.history}, seconds
+
+
+def build_classifier(config: Config) -> WordClassifier:
+    return WordClassifier(len(WORDS), config.cell, config.hidden, config.layers, config.dropout,
+                          cepstra=config.cepstra, stack=config.stack)
+
+
+def build_ctc(config: Config) -> DigitCTC:
+    return DigitCTC(config.ctc_hidden, config.ctc_layers, cepstra=config.cepstra, stack=config.stack)
+
+
+@torch.no_grad()
+def _set_scale(front: Cepstra, x: Tensor, lengths: Tensor) -> None:
+    """Unit variance per input feature over the valid frames of the training data."""
+    valid = torch.arange(x.shape[1]).view(1, -1) < lengths.view(-1, 1)
+    front.scale.fill_(1.0)
+    front.scale.copy_(front(x[valid]).std(0).clamp(min=1e-3))
+
+
+def train(config: Config, run_dir: Path, verbose: int = 1) -> dict:
+    """Synthesise (cached), fit the word classifier and the digit-string CTC model, score both."""
+    seed_everything(config.seed)
+    t0 = time.perf_counter()
+    train_voices, val_voices = voice_sets(config)
+    train_waves = sd.synthesize_all(train_voices, verbose=verbose > 0)
+    val_waves = sd.synthesize_all(val_voices, verbose=verbose > 0)
+    synth_s = time.perf_counter() - t0
+    if verbose:
+        print(f"{len(train_voices)} training and {len(val_voices)} validation voice settings "
+              f"({len({v.identity for v in train_voices})} and {len({v.identity for v in val_voices})} voices); "
+              f"features ...", flush=True)
+    t1 = time.perf_counter()
+    x, lengths, y = word_features(train_waves, config.augment_copies, config.seed)
+    vx, vlengths, vy = word_features(val_waves, 0, config.seed)
+    feature_s = time.perf_counter() - t1
+
+    model = build_classifier(config)
+    _set_scale(model.front, x, lengths)
+    train_data = BucketedBatches((x, lengths), y, lengths, config.batch_size, seed=config.seed)
+    val_data = BucketedBatches((vx, vlengths), vy, vlengths, 256, shuffle=False)
+    fit, train_s = _fit(model, "cross_entropy", train_data, val_data, len(y), config, config.epochs,
+                        config.max_minutes, run_dir, verbose, metrics=["accuracy"])
+    synthetic = predict_words(model, vx, vlengths)
+    human = human_scores(model)
+    plot_confusion(human["confusion"], run_dir / "confusion_human.png",
+                   f"human test set: {human['accuracy']:.1%} of {human['n']} recordings")
+
+    t2 = time.perf_counter()
+    ctc = train_ctc(config, train_waves, val_waves, run_dir / "ctc", verbose) if config.ctc_strings else None
+    ctc_s = time.perf_counter() - t2
+    plot_curves(fit["history"], ctc["history"] if ctc else None, run_dir / "loss.png")
+    metrics = {
+        "human_accuracy": human["accuracy"],
+        "synthetic_accuracy": accuracy(synthetic.tolist(), vy.tolist()),
+        "digit_string_wer": ctc["wer"]["beam"] if ctc else None,
+        "digit_string_wer_greedy": ctc["wer"]["greedy"] if ctc else None,
+        **{f"human_accuracy_{k}": v for k, v in human["groups"].items()},
+        "human_errors": human["errors"],
+        "train_utterances": len(y), "val_utterances": len(vy),
+        "train_voices": len({v.identity for v in train_voices}), "train_voice_settings": len(train_voices),
+        "val_voices": len({v.identity for v in val_voices}), "val_voice_settings": len(val_voices),
+        "epochs": fit["epochs"], "stopped_by_time_limit": fit["stopped_by_time_limit"],
+        "ctc_epochs": ctc["epochs"] if ctc else 0, "ctc_train_strings": config.ctc_strings,
+        "ctc_val_strings": config.ctc_val_strings if ctc else 0,
+        "synthesis_minutes": synth_s / 60, "feature_minutes": feature_s / 60, "train_minutes": train_s / 60,
+        "ctc_minutes": ctc_s / 60, "total_minutes": (time.perf_counter() - t0) / 60,
+        "checkpoint": str(run_dir / "checkpoints" / "best.safetensors"),
+        "ctc_checkpoint": str(run_dir / "ctc" / "checkpoints" / "best.safetensors"),
+    }
+    np.savetxt(run_dir / "confusion_human.csv", human["confusion"], fmt="%d", delimiter=",",
+               header=",".join(WORDS))
+    return metrics
+
+
+def train_ctc(config: Config, train_waves, val_waves, run_dir: Path, verbose: int = 1) -> dict:
+    """Fit :class:`DigitCTC` on digit strings of the training voices; WER on strings of the held-out ones."""
+    cx, clengths, cy = digit_strings([w[:10] for w in train_waves], config.ctc_strings, config.seed)
+    vcx, vclengths, vcy = digit_strings([w[:10] for w in val_waves], config.ctc_val_strings, config.seed + 1)
+    ctc = build_ctc(config)
+    _set_scale(ctc.front, cx, clengths)
+    fit, _ = _fit(ctc, ctc_loss, BucketedBatches((cx, clengths), cy, clengths, config.batch_size, seed=config.seed),
+                  BucketedBatches((vcx, vclengths), vcy, vclengths, 256, shuffle=False),
+                  len(cy), config, config.ctc_epochs, config.ctc_max_minutes, run_dir, verbose)
+    return {"wer": digit_string_wer(ctc, vcx, vclengths, vcy, config.beam), **fit}
+
+
+# -- evaluation ------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def predict_words(model: WordClassifier, x: Tensor, lengths: Tensor, batch: int = 256) -> Tensor:
+    model.eval()
+    order = torch.argsort(lengths)
+    out = torch.empty(len(x), dtype=torch.long)
+    for idx in order.split(batch):
+        out[idx] = model(x[idx], lengths[idx]).argmax(-1)
+    return out
+
+
+@torch.no_grad()
+def word_probabilities(model: WordClassifier, feats: np.ndarray) -> Tensor:
+    model.eval()
+    x = torch.from_numpy(feats).unsqueeze(0)
+    return model(x, torch.tensor([len(feats)])).softmax(-1)[0]
+
+
+def human_scores(model: WordClassifier) -> dict:
+    """Accuracy (all, per group, per speaker) and the confusion matrix on the 115 human recordings."""
+    items = sd.human_test_set()
+    x, lengths = sd.pad_features([sd.recording_features(r.path) for r in items])
+    pred = predict_words(model, torch.from_numpy(x), torch.from_numpy(lengths)).tolist()
+    truth = [WORDS.index(r.word) for r in items]
+    groups = {g: accuracy([p for p, t in zip(pred, truth) if WORDS[t] in words],
+                          [t for t in truth if WORDS[t] in words]) for g, words in sd.GROUPS.items()}
+    speakers = sorted({r.speaker for r in items})
+    groups.update({s: accuracy([p for p, r in zip(pred, items) if r.speaker == s],
+                               [t for t, r in zip(truth, items) if r.speaker == s]) for s in speakers})
+    return {"accuracy": accuracy(pred, truth), "n": len(items), "groups": groups,
+            "confusion": confusion_matrix(pred, truth, len(WORDS)),
+            "errors": [f"{Path(r.path).parent.parent.name}/{Path(r.path).parent.name}/{Path(r.path).name}: "
+                       f"{WORDS[t]} -> {WORDS[p]}" for p, t, r in zip(pred, truth, items) if p != t]}
+
+
+@torch.no_grad()
+def digit_string_wer(model: DigitCTC, x: Tensor, lengths: Tensor, targets: Tensor, beam: int = 8) -> dict:
+    model.eval()
+    log_probs, out_lengths = model(x, lengths)
+    refs = [[int(v) for v in t if v != BLANK] for t in targets]
+    greedy = [greedy_decode(lp, int(n)) for lp, n in zip(log_probs, out_lengths)]
+    beamed = [beam_decode(lp, int(n), beam) for lp, n in zip(log_probs, out_lengths)] if beam > 1 else greedy
+    return {"greedy": word_error_rate(greedy, refs), "beam": word_error_rate(beamed, refs)}
+
+
+PS_SPELLING = {"juliett": "juliet", "xray": "x-ray"}  # cmudict's spelling of these words
+
+
+def pocketsphinx_words(paths: list[str]) -> list[str]:
+    """pocketsphinx's answer for each file, restricted by a JSGF grammar of the 62 words ("zed" is
+    allowed as z). One fresh decoder per file (a reused one adapts and changes later results); the
+    audio is resampled to its model's 16 kHz without dither."""
+    try:
+        from pocketsphinx import Decoder
+    except ImportError:
+        raise RnnlabError("the peer needs pocketsphinx: pip install 'rnnlab[apps]' (or pocketsphinx)") from None
+    import librosa
+    import soundfile as sf
+
+    back = {PS_SPELLING.get(w, w): w for w in WORDS}
+    back["zed"] = "z"
+    grammar = "#JSGF V1.0;\ngrammar words;\npublic <word> = " + " | ".join(sorted(back)) + " ;\n"
+    out = []
+    with tempfile.TemporaryDirectory() as tmp:
+        gram = os.path.join(tmp, "words.gram")
+        Path(gram).write_text(grammar)
+        for path in paths:
+            y, sr = sf.read(path, dtype="float32", always_2d=True)
+            y = librosa.resample(y.mean(1), orig_sr=sr, target_sr=16000, res_type="soxr_hq") if sr != 16000 else y.mean(1)
+            pcm = (np.clip(y, -1, 1) * 32767).astype(np.int16).tobytes()
+            decoder = Decoder(jsgf=gram, samprate=16000, loglevel="FATAL")
+            decoder.start_utt()
+            decoder.process_raw(pcm, full_utt=True)
+            decoder.end_utt()
+            hyp = decoder.hyp()
+            words = hyp.hypstr.split() if hyp is not None else []
+            out.append(back.get(words[0], "") if words else "")
+    return out
+
+
+def pocketsphinx_scores() -> dict:
+    items = sd.human_test_set()
+    said = pocketsphinx_words([r.path for r in items])
+    truth = [r.word for r in items]
+    groups = {g: accuracy([p for p, t in zip(said, truth) if t in words], [t for t in truth if t in words])
+              for g, words in sd.GROUPS.items()}
+    return {"accuracy": accuracy(said, truth), "groups": groups}
+
+
+def plot_confusion(matrix: np.ndarray, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(11, 10))
+    ax.imshow(matrix, cmap="Blues", interpolation="nearest")
+    ticks = np.arange(len(WORDS))
+    ax.set_xticks(ticks, WORDS, rotation=90, fontsize=6)
+    ax.set_yticks(ticks, WORDS, fontsize=6)
+    for i, j in zip(*np.nonzero(matrix)):
+        ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=5,
+                color="white" if i == j else "red")
+    ax.set_xlabel("recognised")
+    ax.set_ylabel("spoken")
+    ax.set_title(title)
+    save_figure(fig, path)
+
+
+def plot_curves(history: dict, ctc_history: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    for ax, h, title in ((axes[0], history, "word classifier"), (axes[1], ctc_history, "digit strings (CTC)")):
+        if not h:
+            ax.axis("off")
+            continue
+        epochs = np.arange(1, len(h["loss"]) + 1)
+        ax.plot(epochs, h["loss"], "o-", label="train")
+        if "val_loss" in h:
+            ax.plot(epochs, h["val_loss"], "o-", label="held-out voices")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("loss")
+        ax.set_title(title)
+        ax.legend(fontsize=8)
+    save_figure(fig, path)
+
+
+# -- loading -----------------------------------------------------------------------------------------
+
+
+def latest_run() -> Path:
+    runs = sorted(p for p in Path("runs/speech").glob("*") if (p / "checkpoints" / "best.safetensors").is_file())
+    if not runs:
+        raise RnnlabError("no trained speech model found under runs/speech/; run 'rnnlab speech train' first "
+                          "or pass --run-dir")
+    return runs[-1]
+
+
+def load_models(run_dir: Path) -> tuple[WordClassifier, DigitCTC | None, Config]:
+    from rnnlab.train.checkpoint import load_checkpoint, load_model_weights
+
+    path = run_dir / "checkpoints" / "best.safetensors"
+    if not path.is_file():
+        raise RnnlabError(f"expected a 'rnnlab speech train' run folder with checkpoints/best.safetensors, "
+                          f"got {str(run_dir)!r}")
+    state = load_checkpoint(path)
+    saved = state.get("config") or {}
+    if saved.get("model") != "WordClassifier" or list(saved.get("words", [])) != list(WORDS):
+        raise RnnlabError(f"{path} is not a 'rnnlab speech train' checkpoint")
+    names = {f.name for f in dataclasses.fields(Config)}
+    config = Config(**{k: v for k, v in saved["task"].items() if k in names})
+    model = build_classifier(config)
+    load_model_weights(model, state["model"], path)
+    model.eval()
+    ctc = None
+    ctc_path = run_dir / "ctc" / "checkpoints" / "best.safetensors"
+    if ctc_path.is_file():
+        ctc = build_ctc(config)
+        load_model_weights(ctc, load_checkpoint(ctc_path)["model"], ctc_path)
+        ctc.eval()
+    return model, ctc, config
+
+
+def evaluate(run_dir: Path, peer: bool = True, verbose: int = 1) -> dict:
+    """The acceptance figures of a trained run: human and held-out-voice accuracy, digit-string WER,
+    and pocketsphinx on the same human files."""
+    model, ctc, config = load_models(run_dir)
+    _, val_voices = voice_sets(config)
+    val_waves = sd.synthesize_all(val_voices, verbose=verbose > 0)
+    vx, vlengths, vy = word_features(val_waves, 0, config.seed)
+    human = human_scores(model)
+    metrics = {"human_accuracy": human["accuracy"],
+               "synthetic_accuracy": accuracy(predict_words(model, vx, vlengths).tolist(), vy.tolist())}
+    if ctc is not None:
+        vcx, vclengths, vcy = digit_strings([w[:10] for w in val_waves], config.ctc_val_strings, config.seed + 1)
+        metrics["digit_string_wer"] = digit_string_wer(ctc, vcx, vclengths, vcy, config.beam)["beam"]
+    if peer:
+        ps = pocketsphinx_scores()
+        metrics["pocketsphinx_human_accuracy"] = ps["accuracy"]
+        metrics.update({f"pocketsphinx_human_accuracy_{k}": v for k, v in ps["groups"].items()})
+    metrics.update({f"human_accuracy_{k}": v for k, v in human["groups"].items()})
+    metrics["human_errors"] = human["errors"]
+    plot_confusion(human["confusion"], run_dir / "confusion_human.png",
+                   f"human test set: {human['accuracy']:.1%} of {human['n']} recordings")
+    return metrics
+
+
+def recognize(path: str | os.PathLike, run_dir: Path | None = None, digits: bool = False) -> dict:
+    """The word in one recording and its probability (``digits``: the digit string, CTC beam search)."""
+    feats = sd.recording_features(path)
+    model, ctc, config = load_models(run_dir or latest_run())
+    if digits:
+        if ctc is None:
+            raise RnnlabError(f"run folder {run_dir} has no digit-string model (ctc/checkpoints/best.safetensors)")
+        with torch.no_grad():
+            log_probs, n = ctc(torch.from_numpy(feats).unsqueeze(0), torch.tensor([len(feats)]))
+        labels = beam_decode(log_probs[0], int(n[0]), config.beam)
+        return {"digits": " ".join(sd.DIGITS[k - 1] for k in labels)}
+    probs = word_probabilities(model, feats)
+    top = torch.topk(probs, 3)
+    return {"word": WORDS[int(top.indices[0])], "probability": float(top.values[0]),
+            "alternatives": {WORDS[int(i)]: float(p) for i, p in zip(top.indices[1:], top.values[1:])}}
+
+
+# -- command line --------------------------------------------------------------------------------
+
+
+DRY_RUN = dict(hidden=16, layers=1, espeak_voices=4, flite_voices=1, val_espeak_voices=2, val_flite_voices=1,
+               epochs=1, ctc_strings=32, ctc_val_strings=16, ctc_hidden=16, ctc_epochs=1, beam=2, augment_copies=1)
+DEMO = dict(hidden=64, layers=1, espeak_voices=30, flite_voices=4, val_espeak_voices=6, val_flite_voices=1,
+            epochs=8, ctc_strings=300, ctc_val_strings=60, ctc_hidden=48, ctc_epochs=8, beam=4)
+
+
+def demo(run_dir: Path) -> dict:
+    """About a minute (synthesis cached): 34 training voice settings, a small bidirectional LSTM."""
+    config = Config(**DEMO)
+    run_dir = new_run_dir("speech", run_dir)
+    write_config(run_dir, config)
+    metrics = train(config, run_dir, verbose=0)
+    write_metrics(run_dir, metrics)
+    return {k: metrics[k] for k in ("human_accuracy", "synthetic_accuracy", "digit_string_wer", "total_minutes")}
+
+
+def register(subparsers) -> None:
+    from rnnlab.cli import add_config_arguments, add_run_arguments
+
+    p = subparsers.add_parser("speech", help="spoken digits, letters and NATO words: train on synthetic voices, "
+                                             "test on human ones", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="speech_command", metavar="SUBCOMMAND", required=True)
+    t = sub.add_parser("train", help="synthesise (cached), train the word classifier and the digit-string CTC model",
+                       description="Train on espeak-ng/flite voices, validate on held-out voices, test on 115 human "
+                                   "recordings; digit strings with a bidirectional LSTM + CTC.",
+                       epilog="Example: rnnlab speech train --json   |   rnnlab speech train --cell gru --epochs 8")
+    add_config_arguments(t, Config)
+    for action in t._actions:  # show the cell choices in --help
+        if "--cell" in action.option_strings:
+            action.choices, action.metavar = sorted(CELLS), None
+    add_run_arguments(t, json_help='print only {"human_accuracy", "synthetic_accuracy", "digit_string_wer", ...}')
+    t.set_defaults(func=_train)
+    e = sub.add_parser("eval", help="score a trained run and the pocketsphinx peer on the human test set",
+                       epilog="Example: rnnlab speech eval --json   (default: the newest run under runs/speech)")
+    e.add_argument("--run-dir", default=None, help="a 'speech train' run folder (default: the newest)")
+    e.add_argument("--no-peer", action="store_true", help="skip pocketsphinx")
+    e.add_argument("--json", action="store_true", help='print only {"human_accuracy", "synthetic_accuracy", '
+                                                       '"digit_string_wer", "pocketsphinx_human_accuracy", ...}')
+    e.set_defaults(func=_eval)
+    r = sub.add_parser("recognize", help="the word spoken in an audio file (any rate, mono or stereo)",
+                       epilog="Example: rnnlab speech recognize hello.wav   |   rnnlab speech recognize pin.wav --digits")
+    r.add_argument("file", help="wav / flac / ogg file holding one word (or, with --digits, a digit string)")
+    r.add_argument("--run-dir", default=None, help="a 'speech train' run folder (default: the newest)")
+    r.add_argument("--digits", action="store_true", help="read a connected digit string with the CTC model")
+    r.add_argument("--json", action="store_true", help="print the answer as JSON")
+    r.set_defaults(func=_recognize)
+
+
+def _train(args) -> int:
+    from rnnlab.cli import config_from_args
+
+    config = config_from_args(Config, args)
+    if args.dry_run:
+        config = dataclasses.replace(config, **DRY_RUN)
+    run_dir = new_run_dir("speech", args.run_dir)
+    write_config(run_dir, config)
+    metrics = train(config, run_dir, verbose=0 if args.json else 1)
+    write_metrics(run_dir, metrics)
+    if args.json:
+        print(json.dumps({k: v for k, v in metrics.items() if k != "human_errors"}))
+        return 0
+    _print(metrics)
+    print(f"\nrun folder: {run_dir}\nconfusion matrix: {run_dir / 'confusion_human.png'}")
+    return 0
+
+
+def _print(metrics: dict) -> None:
+    keys = ("human_accuracy", "human_accuracy_digits", "human_accuracy_letters", "human_accuracy_nato",
+            "synthetic_accuracy", "digit_string_wer", "pocketsphinx_human_accuracy")
+    print_table([{"figure": k, "value": metrics[k]} for k in keys if k in metrics])
+    if metrics.get("human_errors"):
+        print("\nhuman recordings missed:\n  " + "\n  ".join(metrics["human_errors"]))
+
+
+def _eval(args) -> int:
+    run_dir = Path(args.run_dir) if args.run_dir else latest_run()
+    metrics = evaluate(run_dir, peer=not args.no_peer, verbose=0 if args.json else 1)
+    from rnnlab.runs import write_json
+
+    write_json(run_dir / "eval.json", metrics)
+    if args.json:
+        print(json.dumps({k: v for k, v in metrics.items() if k != "human_errors"}))
+        return 0
+    _print(metrics)
+    print(f"\nrun folder: {run_dir}")
+    return 0
+
+
+def _recognize(args) -> int:
+    answer = recognize(args.file, Path(args.run_dir) if args.run_dir else None, args.digits)
+    if args.json:
+        print(json.dumps(answer))
+    elif "digits" in answer:
+        print(answer["digits"])
+    else:
+        alt = ", ".join(f"{w} {p:.2f}" for w, p in answer["alternatives"].items())
+        print(f"{answer['word']}  (probability {answer['probability']:.2f}; next: {alt})")
+    return 0

@@ -1,0 +1,211 @@
+"""Speech recognition: features, the voice split, CTC decoding, WER, audio loading and `speech recognize`."""
+import json
+import math
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+sd = pytest.importorskip("rnnlab.data.speech")
+pytest.importorskip("librosa")
+pytest.importorskip("soundfile")
+
+from rnnlab.errors import RnnlabError  # noqa: E402
+from rnnlab.metrics.speech import confusion_matrix, edit_distance, word_error_rate  # noqa: E402
+from rnnlab.tasks import speech  # noqa: E402
+
+needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None or shutil.which("flite") is None,
+                                  reason="espeak-ng / flite missing (make install adds them)")
+
+
+def _human_available() -> bool:
+    try:
+        sd.human_test_set()
+    except RnnlabError:
+        return False
+    return True
+
+
+needs_human = pytest.mark.skipif(not _human_available(), reason="asterisk-core-sounds-en-wav / klettres-data missing")
+
+
+# -- features ----------------------------------------------------------------------------------------
+
+def test_feature_shapes():
+    t = np.arange(8000) / 8000
+    y = (0.5 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    f = sd.features(y)
+    assert f.shape == ((8000 - 256) // sd.HOP + 1, sd.N_MELS)  # 32 ms frames every 10 ms
+    assert f.dtype == np.float32 and np.isfinite(f).all()
+    assert np.allclose(f.mean(0), 0, atol=1e-4)  # mean removed per band
+    assert np.allclose(sd.features(0.1 * y), f, atol=1e-3)  # gain drops out
+    x, lengths = sd.pad_features([f, f[:30]])
+    assert x.shape == (2, len(f), sd.N_MELS) and lengths.tolist() == [len(f), 30]
+    assert (x[1, 30:] == 0).all()
+    stacked, n = speech.stack_frames(torch.from_numpy(x), torch.from_numpy(lengths))
+    assert stacked.shape == (2, math.ceil(len(f) / 2), 2 * sd.N_MELS) and n.tolist() == [math.ceil(len(f) / 2), 15]
+
+
+def test_models_shapes_and_padding_invariance():
+    torch.manual_seed(0)
+    model = speech.WordClassifier(len(sd.WORDS), "gru", hidden=8, layers=1).eval()
+    x = torch.randn(2, 40, sd.N_MELS)
+    lengths = torch.tensor([40, 25])
+    logits = model(x, lengths)
+    assert logits.shape == (2, len(sd.WORDS))
+    alone = model(x[1:, :25], lengths[1:])  # padding must not change a shorter utterance's answer
+    assert torch.allclose(logits[1], alone[0], atol=1e-5)
+    ctc = speech.DigitCTC(hidden=8, stack=2).eval()
+    log_probs, out_lengths = ctc(x, lengths)
+    assert log_probs.shape == (2, 20, 11) and out_lengths.tolist() == [20, 13]
+    assert torch.allclose(log_probs.exp().sum(-1), torch.ones(2, 20), atol=1e-5)
+
+
+def test_augment_changes_audio_but_keeps_it_finite():
+    rng = np.random.default_rng(0)
+    y = (0.5 * np.sin(2 * np.pi * 300 * np.arange(4000) / 8000)).astype(np.float32)
+    out = sd.augment(y, rng)
+    assert out.dtype == np.float32 and np.isfinite(out).all() and len(out) > 0.8 * len(y)
+    assert sd.features(out).shape[1] == sd.N_MELS
+    band = sd.telephone(np.random.default_rng(1).standard_normal(8000).astype(np.float32))
+    spectrum = np.abs(np.fft.rfft(band)) ** 2
+    freqs = np.fft.rfftfreq(8000, 1 / 8000)
+    assert spectrum[freqs < 100].mean() < 0.05 * spectrum[(freqs > 500) & (freqs < 3000)].mean()
+
+
+# -- the voice split -------------------------------------------------------------------------------------
+
+@needs_espeak
+def test_voice_split_keeps_validation_voices_out_of_training():
+    config = speech.Config()
+    train, val = speech.voice_sets(config)
+    assert len(train) >= 200 and len(val) >= 10
+    train_ids, val_ids = {v.identity for v in train}, {v.identity for v in val}
+    assert not train_ids & val_ids
+    for v in train:  # no held-out accent, variant or flite voice in any training setting
+        assert v.accent != sd.VAL_ACCENT and v.variant not in sd.VAL_VARIANTS and v.accent != sd.VAL_FLITE, v
+    assert {v.engine for v in train} == {v.engine for v in val} == {"espeak-ng", "flite"}
+    assert any(v.accent == sd.VAL_FLITE for v in val)
+    leaked = train + [val[0]]
+    with pytest.raises(RnnlabError, match="voice split"):
+        sd.check_voice_split(leaked, val)
+
+
+@needs_human
+def test_human_test_set_is_115_recordings_of_62_words():
+    items = sd.human_test_set()
+    assert len(items) == 115
+    assert {r.word for r in items} == set(sd.WORDS)
+    assert sum(r.speaker == "asterisk" for r in items) == 63
+    assert not any(r.path.endswith(("oh.wav", "9_p.wav")) for r in items)
+    assert all(not r.path.startswith(str(sd.cache_dir())) for r in items)
+
+
+# -- decoding and metrics ------------------------------------------------------------------------------------
+
+def test_ctc_greedy_and_beam_decoding_on_a_hand_made_case():
+    # Labels {blank, 1}; every step p(blank)=0.6, p(1)=0.4. The best single path is blank-blank-blank
+    # (0.216), so greedy says "": but the paths that collapse to "1" add up to 0.688, so beam says "1".
+    log_probs = torch.tensor([[0.6, 0.4]] * 3).log()
+    assert speech.greedy_decode(log_probs) == []
+    assert speech.beam_decode(log_probs, beam=4) == [1]
+    # Repeats merge unless a blank separates them.
+    one_hot = torch.full((5, 3), 1e-4)
+    for t, k in enumerate([1, 1, 0, 1, 2]):
+        one_hot[t, k] = 1.0
+    assert speech.greedy_decode(one_hot.log()) == [1, 1, 2]
+    assert speech.beam_decode(one_hot.log(), beam=3) == [1, 1, 2]
+    assert speech.greedy_decode(one_hot.log(), length=2) == [1]
+
+
+def test_ctc_loss_trains_a_tiny_model_to_read_two_digits():
+    torch.manual_seed(0)
+    model = speech.DigitCTC(hidden=16, layers=1, augment=False, stack=2, cepstra=0)
+    # Two "words": a rise in channels 0-9 means digit 3, in channels 20-29 digit 7.
+    x = torch.zeros(8, 40, sd.N_MELS)
+    target = torch.zeros(8, 6, dtype=torch.long)
+    for i in range(8):
+        seq = [3, 7] if i % 2 else [7, 3]
+        for j, d in enumerate(seq):
+            lo = 0 if d == 3 else 20
+            x[i, 5 + 15 * j:15 + 15 * j, lo:lo + 10] = 3.0
+        target[i, :2] = torch.tensor(seq) + 1
+    lengths = torch.full((8,), 40)
+    opt = torch.optim.Adam(model.parameters(), 0.02)
+    for _ in range(150):
+        opt.zero_grad()
+        loss = speech.ctc_loss(model(x, lengths), target)
+        loss.backward()
+        opt.step()
+    model.eval()
+    result = speech.digit_string_wer(model, x, lengths, target, beam=4)
+    assert result["greedy"] == 0.0 and result["beam"] == 0.0
+
+
+def test_wer_and_confusion():
+    assert edit_distance([1, 2, 3], [1, 2, 3]) == 0
+    assert edit_distance([1, 3], [1, 2, 3]) == 1
+    assert edit_distance([1, 2, 4, 3], [1, 2, 3]) == 1
+    assert word_error_rate([[1, 2], [5]], [[1, 2, 3], [4]]) == pytest.approx(2 / 4)
+    with pytest.raises(RnnlabError):
+        word_error_rate([[1]], [[]])
+    m = confusion_matrix([0, 1, 1], [0, 1, 2], 3)
+    assert m.tolist() == [[1, 0, 0], [0, 1, 0], [0, 1, 0]]
+
+
+# -- audio in ---------------------------------------------------------------------------------------------------
+
+def test_load_audio_any_rate_stereo(tmp_path):
+    import soundfile as sf
+
+    t = np.arange(44100) / 44100
+    mono = 0.3 * np.sin(2 * np.pi * 500 * t)
+    sf.write(tmp_path / "s.wav", np.stack([mono, mono], 1), 44100)
+    y = sd.load_audio(tmp_path / "s.wav")
+    assert abs(len(y) - 8000) <= 2 and y.ndim == 1
+
+
+@pytest.mark.parametrize("kind", ["empty", "corrupt", "text", "silent", "missing"])
+def test_load_audio_bad_files_raise_clear_errors(tmp_path, kind):
+    import soundfile as sf
+
+    path = tmp_path / "bad.wav"
+    if kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "corrupt":
+        path.write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt " + bytes(range(40)))
+    elif kind == "text":
+        path.write_text("this is not audio\n")
+    elif kind == "silent":
+        sf.write(path, np.zeros(16000), 16000)
+    with pytest.raises(RnnlabError, match="expected"):
+        sd.load_audio(path)
+
+
+# -- the command --------------------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+@needs_espeak
+@needs_human
+def test_recognize_a_human_file_and_refuse_bad_ones(tmp_path):
+    run_dir = tmp_path / "run"
+    done = subprocess.run([sys.executable, "-m", "rnnlab", "speech", "train", "--dry-run", "--json", "--run-dir",
+                           str(run_dir)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    metrics = json.loads(done.stdout.strip().splitlines()[-1])
+    assert 0 <= metrics["human_accuracy"] <= 1 and (run_dir / "confusion_human.png").is_file()
+    human = sd.human_test_set()[0].path  # asterisk digits/0.wav, 8 kHz
+    done = subprocess.run([sys.executable, "-m", "rnnlab", "speech", "recognize", human, "--run-dir", str(run_dir),
+                           "--json"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    answer = json.loads(done.stdout)
+    assert answer["word"] in sd.WORDS and 0 < answer["probability"] <= 1
+    (tmp_path / "empty.wav").write_bytes(b"")
+    (tmp_path / "notes.wav").write_text("not audio")
+    for bad in (tmp_path / "empty.wav", tmp_path / "notes.wav"):
+        done = subprocess.run([sys.executable, "-m", "rnnlab", "speech", "recognize", str(bad), "--run-dir",
+                               str(run_dir)], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 2 and "error:" in done.stderr and "Traceback" not in done.stderr, done.stderr
