@@ -67,3 +67,13 @@ def test_errors():
         rnnlab.CTRNN(2, 3, bidirectional=True)
     with pytest.raises(RnnlabError, match="dale_ratio"):
         rnnlab.CTRNNCell(2, 3, dale_ratio=1.5)
+
+
+def test_rate_and_weight_regularisers():
+    layer = rnnlab.CTRNN(2, 6, dale_ratio=0.5, self_connections=False)
+    rates, _ = layer(torch.randn(3, 4, 2))
+    torch.testing.assert_close(layer.rate_penalty(rates), rates.pow(2).mean())
+    w = layer.cell.recurrent_weight()
+    torch.testing.assert_close(layer.weight_penalty(), w.pow(2).mean())
+    (layer.rate_penalty(rates) + layer.weight_penalty()).backward()
+    assert layer.cell.weight_hh.grad is not None and torch.all(torch.diagonal(layer.cell.weight_hh.grad) == 0)
