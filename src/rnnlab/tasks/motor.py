@@ -200,6 +200,9 @@ def register(subparsers) -> None:
     b.add_argument("--batches", type=int, default=100, help="training batches timed for each (default 100)")
     b.add_argument("--hidden", type=int, default=100)
     b.add_argument("--batch-size", type=int, default=32)
+    b.add_argument("--threads", type=int, nargs="+", default=None,
+                   help="torch intra-op thread counts to time both at, e.g. 1 2 (default: torch's current); the "
+                        "best time of each is compared too, since (32, 6) tensors may not pay for a second thread")
     b.add_argument("--run-dir", default=None)
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--json", action="store_true")
@@ -243,7 +246,24 @@ def _bench(args) -> int:
     from rnnlab.brain.peer import bench_motornet
 
     run_dir = new_run_dir("motor/bench", args.run_dir)
-    result = bench_motornet(args.batches, args.hidden, args.batch_size, args.seed)
+    threads = args.threads or [torch.get_num_threads()]
+    if any(n < 1 for n in threads):
+        raise RnnlabError(f"--threads must be >= 1, got {threads}")
+    before, runs = torch.get_num_threads(), []
+    try:
+        for n in threads:  # the same trials, loss and optimiser for both, at each thread count
+            torch.set_num_threads(n)
+            runs.append(bench_motornet(args.batches, args.hidden, args.batch_size, args.seed))
+    finally:
+        torch.set_num_threads(before)
+    result = dict(runs[0]) if len(runs) == 1 else {
+        "by_threads": runs,
+        "rnnlab_best_s_per_1000_batches": min(r["rnnlab_s_per_1000_batches"] for r in runs),
+        "motornet_best_s_per_1000_batches": min(r["motornet_s_per_1000_batches"] for r in runs)}
+    if len(runs) > 1:
+        result["speed_ratio_best_vs_best"] = result["motornet_best_s_per_1000_batches"] / result["rnnlab_best_s_per_1000_batches"]
+        for r in runs:
+            result[f"speed_ratio_{r['torch_threads']}_threads"] = r["speed_ratio"]
     write_metrics(run_dir, result)
     if args.json:
         print(json.dumps(result))
