@@ -292,7 +292,7 @@ def beam_decode(log_probs: Tensor, length: int | None = None, beam: int = 8) -> 
 
 
 def _fit(model: nn.Module, loss, train_data, val_data, n_train: int, config: Config, epochs: int, minutes: float,
-         run_dir: Path, verbose: int, metrics=()) -> tuple[dict, float]:
+         run_dir: Path, verbose: int, metrics=(), resume: bool = False) -> tuple[dict, float]:
     steps = max(1, -(-n_train // config.batch_size))
     limit = TimeLimit(minutes)
     decay = CosineDecay(config.learning_rate, steps * epochs, steps)
@@ -300,8 +300,9 @@ def _fit(model: nn.Module, loss, train_data, val_data, n_train: int, config: Con
                       callbacks=[decay, limit], seed=config.seed, run_dir=run_dir, keep_last=1,
                       config={"task": dataclasses.asdict(config), "words": list(WORDS), "model": type(model).__name__})
     start = time.perf_counter()
+    # --resume continues from the last checkpoint of this part, if it got that far (synthesis is cached)
     history = trainer.fit(train_data, epochs=epochs, batch_size=config.batch_size, validation_data=val_data,
-                          verbose=verbose)
+                          verbose=verbose, resume=resume and (run_dir / "checkpoints" / "last.safetensors").is_file())
     seconds = time.perf_counter() - start
     from rnnlab.train.checkpoint import load_checkpoint, load_model_weights
 
@@ -329,7 +330,7 @@ def _set_scale(front: Cepstra, x: Tensor, lengths: Tensor) -> None:
     front.scale.copy_(front(x[valid]).std(0).clamp(min=1e-3))
 
 
-def train(config: Config, run_dir: Path, verbose: int = 1) -> dict:
+def train(config: Config, run_dir: Path, verbose: int = 1, resume: bool = False) -> dict:
     """Synthesise (cached), fit the word classifier and the digit-string CTC model, score both."""
     seed_everything(config.seed)
     t0 = time.perf_counter()
@@ -351,14 +352,14 @@ def train(config: Config, run_dir: Path, verbose: int = 1) -> dict:
     train_data = BucketedBatches((x, lengths), y, lengths, config.batch_size, seed=config.seed)
     val_data = BucketedBatches((vx, vlengths), vy, vlengths, 256, shuffle=False)
     fit, train_s = _fit(model, "cross_entropy", train_data, val_data, len(y), config, config.epochs,
-                        config.max_minutes, run_dir, verbose, metrics=["accuracy"])
+                        config.max_minutes, run_dir, verbose, metrics=["accuracy"], resume=resume)
     synthetic = predict_words(model, vx, vlengths)
     human = human_scores(model)
     plot_confusion(human["confusion"], run_dir / "confusion_human.png",
                    f"human test set: {human['accuracy']:.1%} of {human['n']} recordings")
 
     t2 = time.perf_counter()
-    ctc = train_ctc(config, train_waves, val_waves, run_dir / "ctc", verbose) if config.ctc_strings else None
+    ctc = train_ctc(config, train_waves, val_waves, run_dir / "ctc", verbose, resume) if config.ctc_strings else None
     ctc_s = time.perf_counter() - t2
     plot_curves(fit["history"], ctc["history"] if ctc else None, run_dir / "loss.png")
     metrics = {
@@ -384,7 +385,7 @@ def train(config: Config, run_dir: Path, verbose: int = 1) -> dict:
     return metrics
 
 
-def train_ctc(config: Config, train_waves, val_waves, run_dir: Path, verbose: int = 1) -> dict:
+def train_ctc(config: Config, train_waves, val_waves, run_dir: Path, verbose: int = 1, resume: bool = False) -> dict:
     """Fit :class:`DigitCTC` on digit strings of the training voices; WER on strings of the held-out ones."""
     cx, clengths, cy = digit_strings([w[:10] for w in train_waves], config.ctc_strings, config.seed)
     vcx, vclengths, vcy = digit_strings([w[:10] for w in val_waves], config.ctc_val_strings, config.seed + 1)
@@ -392,7 +393,7 @@ def train_ctc(config: Config, train_waves, val_waves, run_dir: Path, verbose: in
     _set_scale(ctc.front, cx, clengths)
     fit, _ = _fit(ctc, ctc_loss, BucketedBatches((cx, clengths), cy, clengths, config.batch_size, seed=config.seed),
                   BucketedBatches((vcx, vclengths), vcy, vclengths, 256, shuffle=False),
-                  len(cy), config, config.ctc_epochs, config.ctc_max_minutes, run_dir, verbose)
+                  len(cy), config, config.ctc_epochs, config.ctc_max_minutes, run_dir, verbose, resume=resume)
     return {"wer": digit_string_wer(ctc, vcx, vclengths, vcy, config.beam), **fit}
 
 
@@ -665,7 +666,7 @@ def _train(args) -> int:
         config = dataclasses.replace(config, **DRY_RUN)
     run_dir = new_run_dir("speech", args.run_dir)
     write_config(run_dir, config)
-    metrics = train(config, run_dir, verbose=0 if args.json else 1)
+    metrics = train(config, run_dir, verbose=0 if args.json else 1, resume=args.resume)
     write_metrics(run_dir, metrics)
     if args.json:
         print(json.dumps({k: v for k, v in metrics.items() if k != "human_errors"}))
