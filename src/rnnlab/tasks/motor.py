@@ -163,6 +163,7 @@ def demo(run_dir: Path) -> dict:
     write_config(run_dir, config)
     metrics = train(config, run_dir, verbose=0)
     write_metrics(run_dir, metrics)
+    _print({k: metrics[k] for k in (*JSON_KEYS, "single_peaked_fraction", "cca_mean") if k in metrics}, False, run_dir)
     return metrics
 
 

@@ -623,7 +623,9 @@ def demo(run_dir: Path) -> dict:
     write_config(run_dir, config)
     metrics = train(config, run_dir, verbose=0)
     write_metrics(run_dir, metrics)
-    return {k: metrics[k] for k in ("human_accuracy", "synthetic_accuracy", "digit_string_wer", "total_minutes")}
+    shown = {k: metrics[k] for k in ("human_accuracy", "synthetic_accuracy", "digit_string_wer", "total_minutes")}
+    print_table([{"figure": k, "value": v} for k, v in shown.items()])
+    return shown
 
 
 def register(subparsers) -> None:
