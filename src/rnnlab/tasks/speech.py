@@ -177,6 +177,18 @@ class Cepstra(nn.Module):
         return (x @ self.dct) / self.scale
 
 
+def _encode(model: nn.Module, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+    """The front end both speech models share: crop to the longest utterance, SpecAugment while
+    training, cepstra, stacked frames, then the model's recurrent layer over the valid steps."""
+    lengths = lengths.clamp(min=1)
+    x = x[:, :int(lengths.max())]
+    if model.training and model.augment:
+        x = spec_augment(x, lengths)
+    x, lengths = stack_frames(model.front(x), lengths, model.stack)
+    out, _ = model.rnn(x, lengths=lengths)
+    return out, lengths
+
+
 class WordClassifier(nn.Module):
     """Log-mel frames -> 2 stacked frames per step -> bidirectional LSTM/GRU/RNN -> mean and max over
     the valid steps -> linear read-out over the words. ``forward(x, lengths) -> logits``."""
@@ -195,12 +207,7 @@ class WordClassifier(nn.Module):
         self.head = nn.Linear(4 * hidden, n_classes)
 
     def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
-        lengths = lengths.clamp(min=1)
-        x = x[:, :int(lengths.max())]
-        if self.training and self.augment:
-            x = spec_augment(x, lengths)
-        x, lengths = stack_frames(self.front(x), lengths, self.stack)
-        out, _ = self.rnn(x, lengths=lengths)
+        out, lengths = _encode(self, x, lengths)
         valid = (torch.arange(out.shape[1]).view(1, -1) < lengths.view(-1, 1)).unsqueeze(2)
         mean = (out * valid).sum(1) / lengths.view(-1, 1).to(out.dtype)
         peak = out.masked_fill(~valid, -1e4).max(1).values
@@ -221,12 +228,7 @@ class DigitCTC(nn.Module):
         self.head = nn.Linear(2 * hidden, 11)
 
     def forward(self, x: Tensor, lengths: Tensor):
-        lengths = lengths.clamp(min=1)
-        x = x[:, :int(lengths.max())]
-        if self.training and self.augment:
-            x = spec_augment(x, lengths)
-        x, lengths = stack_frames(self.front(x), lengths, self.stack)
-        out, _ = self.rnn(x, lengths=lengths)
+        out, lengths = _encode(self, x, lengths)
         return self.head(out).log_softmax(-1), lengths
 
 
