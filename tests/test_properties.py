@@ -150,3 +150,48 @@ def test_translation_tsv_loader_succeeds_or_raises_rnnlab_error(tmp_path_factory
             unmask(p.target, p.placeholders)
     except RnnlabError:
         return
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(kind=st.sampled_from(["bytes", "wav"]), data=st.binary(max_size=2000),
+       samples=st.lists(st.floats(allow_nan=True, allow_infinity=True, width=32), max_size=400),
+       rate=st.sampled_from([1000, 8000, 11025, 44100]), channels=st.integers(1, 2))
+def test_audio_loader_succeeds_or_raises_rnnlab_error(tmp_path_factory, kind, data, samples, rate, channels):
+    """Random bytes, or WAV files of random (NaN, huge, empty, silent) samples at any rate."""
+    sf = pytest.importorskip("soundfile")
+    from rnnlab.data.speech import features, load_audio
+
+    path = tmp_path_factory.mktemp("audio") / "x.wav"
+    if kind == "bytes":
+        path.write_bytes(data)
+    else:
+        y = np.array(samples, dtype=np.float32).reshape(-1, 1).repeat(channels, 1)
+        sf.write(str(path), y, rate, subtype="FLOAT")
+    try:
+        y = load_audio(path)
+        assert y.ndim == 1 and np.isfinite(y).all()
+        assert np.isfinite(features(y)).all()
+    except RnnlabError:
+        return
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(keys=st.lists(st.sampled_from(["Ytr", "Xtr", "Ttr", "Yte", "Xte", "Tte", "other"]), unique=True),
+       rows=st.lists(st.integers(0, 5), min_size=7, max_size=7), cols=st.lists(st.integers(0, 3), min_size=7, max_size=7),
+       fill=st.sampled_from([0.0, 1.0, np.nan, np.inf]), raw=st.one_of(st.none(), st.binary(max_size=300)))
+def test_recordings_loader_succeeds_or_raises_rnnlab_error(tmp_path_factory, keys, rows, cols, fill, raw):
+    """.mat files with keys missing, shapes that disagree, NaN/inf values, or random bytes."""
+    import scipy.io
+
+    from rnnlab.brain.recordings import load_recording
+
+    path = tmp_path_factory.mktemp("mat") / "rec.mat"
+    if raw is not None:
+        path.write_bytes(raw)
+    else:
+        scipy.io.savemat(path, {k: np.full((rows[i], cols[i]), fill) for i, k in enumerate(keys)})
+    try:
+        rec = load_recording(path)
+        assert rec.train.velocity.shape[1] == 2 and np.isfinite(rec.train.spikes).all()
+    except RnnlabError:
+        return

@@ -67,7 +67,10 @@ def _split(data: dict, suffix: str, path: Path) -> Split:
         raise RnnlabError(f"{path}: expected keys {keys}, missing {missing}")
     spikes = np.asarray(data[keys[0]], dtype=np.float64)
     velocity = np.asarray(data[keys[1]], dtype=np.float64)
-    target = np.asarray(data[keys[2]]).astype(np.int64).ravel()
+    target = np.asarray(data[keys[2]])
+    if target.size and not (np.issubdtype(target.dtype, np.number) and np.isfinite(target).all()):
+        raise RnnlabError(f"{path}: {keys[2]} must hold finite target numbers, found NaN, inf or non-numbers")
+    target = target.astype(np.int64).ravel()
     if velocity.ndim != 2 or velocity.shape[1] != 2:
         raise RnnlabError(f"{path}: {keys[1]} must be (bins, 2) hand velocity, got shape {velocity.shape}")
     if not (spikes.shape[0] == velocity.shape[0] == target.shape[0]):

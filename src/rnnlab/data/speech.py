@@ -329,11 +329,14 @@ def load_audio(path: str | os.PathLike) -> np.ndarray:
                           f"{str(exc).strip() or type(exc).__name__}") from None
     if y.size == 0:
         raise RnnlabError(f"expected audio samples in {str(path)!r}, got none (a header without audio)")
-    y = y.mean(axis=1)  # stereo -> mono
+    y = y.astype(np.float64).mean(axis=1)  # stereo -> mono (float64: no overflow on the way)
     if not np.isfinite(y).all():
         raise RnnlabError(f"{str(path)!r} holds NaN or infinite samples")
+    if float(np.abs(y).max()) > 1e3:  # float audio lives in [-1, 1]; integer formats are scaled there by soundfile
+        raise RnnlabError(f"expected audio samples in [-1, 1] in {str(path)!r}, got a peak of {float(np.abs(y).max()):.3g}")
+    y = y.astype(np.float32)
     y = _to_rate(y, int(sr))
-    if float(np.abs(y).max()) < 1e-3 or float(np.sqrt(np.mean(y ** 2))) < 1e-4:
+    if float(np.abs(y).max()) < 1e-3 or float(np.sqrt(np.mean(np.square(y, dtype=np.float64)))) < 1e-4:
         raise RnnlabError(f"expected speech in {str(path)!r}, got silence (peak {float(np.abs(y).max()):.2g} of full scale)")
     return y
 
