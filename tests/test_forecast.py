@@ -144,3 +144,22 @@ def test_cli_end_to_end(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "rnnlab", "forecast", "--csv", str(csv), "--column", "nope"],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "no column 'nope'" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_resume_after_a_crash_gives_the_uninterrupted_numbers(tmp_path):
+    """A run killed after some of its models were written: --resume loads those, trains the rest,
+    and ends with the figures of a run that was never interrupted."""
+    config = forecast.Config(dataset="nile", model="gru", ensemble=2, epochs=6, patience=3, hidden=8, baselines=False)
+    whole = forecast.run(config, tmp_path / "whole")
+    crashed = tmp_path / "crashed"
+    forecast.run(config, crashed)
+    written = sorted((crashed / "models").glob("*.safetensors"))
+    assert len(written) == 8  # 2 settings x 2 members x (probe + refit)
+    for path in written[4:]:
+        path.unlink()  # as if the process died after the first half
+    resumed = forecast.run(config, crashed, resume=True)
+    assert resumed["metrics"] == whole["metrics"] and resumed["selection"] == whole["selection"]
+    broken = written[0]
+    broken.write_bytes(broken.read_bytes()[:40])  # a truncated model file: a clear error, not a crash
+    with pytest.raises(RnnlabError, match=broken.name):
+        forecast.run(config, crashed, resume=True)

@@ -19,6 +19,7 @@ import json
 import time
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -178,7 +179,26 @@ def pinball_loss(pred, target):
     return torch.maximum(q * err, (q - 1) * err).mean()
 
 
-def _fit(cell, config, x, y, epochs, seed, val=None, callbacks=()):
+@dataclass
+class ModelStore:
+    """Where the run's trained models go, one file each, written as each finishes: with ``resume`` a
+    model whose file exists is loaded instead of trained again, so a killed ``rnnlab forecast`` run
+    continues where it stopped and ends with the numbers an uninterrupted run gives (every model is
+    trained from its own seed)."""
+    folder: Path | None = None   # None: keep nothing
+    resume: bool = False
+
+    def path(self, name: str):
+        return None if self.folder is None else self.folder / "models" / f"{name}.safetensors"
+
+
+def _fit(cell, config, x, y, epochs, seed, val=None, callbacks=(), store: ModelStore = ModelStore(), name: str = ""):
+    path = store.path(name) if name else None
+    if path is not None and store.resume and path.is_file():
+        state = load_checkpoint(path)
+        model = QuantileForecaster(cell, config.hidden, config.horizon, config.window_norm)
+        load_model_weights(model, state["model"], path)
+        return model, int(state["best_epoch"]), state["val_loss"]
     seed_everything(seed)
     model = QuantileForecaster(cell, config.hidden, config.horizon, config.window_norm)
     trainer = Trainer(model, pinball_loss, learning_rate=config.learning_rate, clipnorm=1.0, seed=seed,
@@ -189,10 +209,14 @@ def _fit(cell, config, x, y, epochs, seed, val=None, callbacks=()):
         trainer.callbacks.append(stopper)
     trainer.fit(x, y, epochs=epochs, batch_size=config.batch_size, validation_data=val, verbose=0)
     best_epoch = (stopper.best_epoch + 1) if stopper is not None else epochs
-    return model, best_epoch, (float(stopper.best) if stopper is not None else None)
+    val_loss = float(stopper.best) if stopper is not None else None
+    if path is not None:
+        save_checkpoint(path, {"model": model.state_dict(), "best_epoch": best_epoch, "val_loss": val_loss})
+    return model, best_epoch, val_loss
 
 
-def train_rnn(cell: str, series: Series, config: Config, split, transform: Transform, callbacks=()):
+def train_rnn(cell: str, series: Series, config: Config, split, transform: Transform, callbacks=(),
+              store: ModelStore = ModelStore()):
     """Early-stop on validation, refit on train+validation for that many epochs; an ensemble of seeds.
 
     Returns ``(models, probes, val_scores, val_loss)``: ``probes`` are the members trained on the
@@ -205,14 +229,16 @@ def train_rnn(cell: str, series: Series, config: Config, split, transform: Trans
     xv, yv = windows(z, config.lookback, config.horizon, split.train_end, split.val_end)
     xa, ya = windows(z, config.lookback, config.horizon, start + config.lookback, split.val_end)
     models, probes, val_preds, val_losses = [], [], [], []
+    tag = f"{cell}-{'diff' if config.difference else 'level'}{'-wn' if config.window_norm else ''}"
     for member in range(config.ensemble):
         seed = config.seed * 100 + member
-        probe, best_epoch, val_loss = _fit(cell, config, xt[..., None], yt, config.epochs, seed, (xv[..., None], yv), callbacks)
+        probe, best_epoch, val_loss = _fit(cell, config, xt[..., None], yt, config.epochs, seed, (xv[..., None], yv),
+                                           callbacks, store, f"{tag}-{member}-probe")
         with torch.no_grad():
             val_preds.append(probe(torch.from_numpy(xv[..., None])).numpy())
         val_losses.append(val_loss)
         probes.append(probe)
-        model, _, _ = _fit(cell, config, xa[..., None], ya, max(best_epoch, 5), seed)
+        model, _, _ = _fit(cell, config, xa[..., None], ya, max(best_epoch, 5), seed, store=store, name=f"{tag}-{member}")
         models.append(model)
     q = np.mean(val_preds, 0)
     # conformity scores of the 80% band on validation (conformalised quantile regression)
@@ -343,7 +369,7 @@ def _score(actual, forecasts, train, m, lower=None, upper=None):
                        None if lower is None else lower[mask], None if upper is None else upper[mask])
 
 
-def run(config: Config, run_dir=None, callbacks=()) -> dict:
+def run(config: Config, run_dir=None, callbacks=(), resume: bool = False) -> dict:
     series = load_series(config)
     config = resolve(config, series)
     if config.horizon < 1 or config.lookback < 1:
@@ -385,7 +411,8 @@ def run(config: Config, run_dir=None, callbacks=()) -> dict:
         tried = []
         for variant in variants:  # each candidate trained and scored on validation; the test part stays unseen
             transform = Transform(series.values, split.train_end, variant.log, lag_of(variant), variant.sqrt)
-            models, probes, scores, val_loss = train_rnn(cell, series, variant, split, transform, callbacks)
+            models, probes, scores, val_loss = train_rnn(cell, series, variant, split, transform, callbacks,
+                                                         ModelStore(run_dir, resume))
             tried.append((validation_mase(probes, series, variant, transform, split), variant, transform, models, scores))
         val_mase, variant, transform, models, scores = min(tried, key=lambda t: (np.nan_to_num(t[0], nan=np.inf)))
         selection[cell] = {"difference": variant.difference, "window_norm": variant.window_norm,
@@ -530,7 +557,7 @@ def _main(args) -> int:
         config = dataclasses.replace(config, epochs=2, ensemble=1, baselines=False, hidden=8)
     run_dir = new_run_dir("forecast", args.run_dir)
     write_config(run_dir, config)
-    summary = run(config, run_dir)
+    summary = run(config, run_dir, resume=args.resume)
     write_metrics(run_dir, summary)
     if args.json:
         print(json.dumps({k: summary[k] for k in ("dataset", "horizon", "metrics", "best_rnn", "test_points")}))
