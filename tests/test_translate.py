@@ -219,3 +219,27 @@ def test_text_refuses_empty_input_and_says_when_it_cuts(trained_run):
     ok = _text(run_dir, "Delete %(count)s items")
     assert ok.returncode == 0 and "Traceback" not in ok.stderr
     assert "%(count)s" in ok.stdout  # constrained decoding: even an untrained model keeps the placeholder
+
+
+def test_fuzzy_repair_model_reads_source_and_hint_and_survives_save_load(tmp_path):
+    from rnnlab.tasks.translate import Config, Memory, Tokenizer, Translator, build_model, source_vocab
+
+    words = ["page", "image", "user", "group", "file", "item", "site", "form"]
+    pairs = [Pair(f"Delete the {w} <ph0>", f"Supprimer le {w} <ph0>", ["%(name)s"]) for w in words]
+    config = Config(fuzzy=True, embedding=8, hidden=8, beam=2, max_len=16)
+    src = Tokenizer.train([p.source for p in pairs] * 4, 60)
+    tgt = Tokenizer.train([p.target for p in pairs] * 4, 60)
+    memory = Memory(pairs)
+    torch.manual_seed(0)
+    translator = Translator(build_model(config, source_vocab(config, src, tgt), len(tgt)), src, tgt, config, memory)
+    ids, lengths, _ = translator.encode([Pair("Delete the pages <ph0>", "", ["%s"])])
+    sep = len(src) + len(tgt)
+    row = ids[0, :lengths[0]].tolist()
+    assert sep in row and all(i > len(src) for i in row[row.index(sep) + 1:-1])  # hint ids follow SEP
+    translator.save(tmp_path / "m.safetensors")
+    again = Translator.load(tmp_path / "m.safetensors")
+    test = [Pair("Delete the forms <ph0>", "", ["%(n)s"])]
+    assert again.translate(test) == translator.translate(test)
+    assert "%(n)s" in again.translate(test)[0]  # constrained decoding, even untrained
+    with pytest.raises(RnnlabError, match="memory"):
+        Translator(translator.model, src, tgt, config, None)

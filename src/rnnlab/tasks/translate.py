@@ -5,7 +5,7 @@ Data -> tokens -> model -> fit -> decode -> score against baselines, top to bott
 * data: English -> French / German / Chinese pairs from the ``.po`` catalogs of Django, Wagtail,
   Sphinx and Plone (:mod:`rnnlab.data.translation`), or ``--tsv PATH``; placeholders masked; split
   by source string;
-* memory: the training pairs as a translation memory; with ``--fuzzy`` (default) each source is fed
+* memory: the training pairs as a translation memory; with ``--fuzzy`` each source is fed
   to the encoder together with the translation of its most similar training source (neural fuzzy
   repair, Bulte & Tezcan 2019): the network learns to edit a near match rather than translate from
   nothing, which is how human translators work through these catalogs;
@@ -66,7 +66,8 @@ class Config:
     beam: int = 5
     length_penalty: float = 0.6
     no_attention_baseline: bool = True
-    fuzzy: bool = True              # feed the translation of the nearest training source too (fuzzy repair)
+    fuzzy: bool = False             # feed the translation of the nearest training source too (fuzzy repair;
+                                    # not yet better at 12 epochs, see docs/translation.md)
     constrain_placeholders: bool = True  # decoding must produce every source placeholder before ending
     max_pairs: int = 0              # use only the first N training pairs (0: all)
     max_test: int = 0               # score only the first N test pairs (0: all; for smoke tests)
