@@ -60,9 +60,10 @@ def test_two_processes_share_one_study(tmp_path):
     study = optuna.load_study(study_name=results[0]["study"], storage=storage)
     tried = {(round(t.params["learning_rate"], 6), t.params["hidden"]) for t in study.trials if t.state.is_finished()}
     assert tried == {(lr, h) for lr in (0.001, 0.01, 0.1) for h in (4, 8)}
-    # No trial lost or double-counted; a point is run twice at most when both workers reach the end
-    # of the grid together (Optuna's grid sampler then re-runs one still in progress).
-    assert sum(r["ran_now"] for r in results) == len(study.trials) <= 6 + 1
+    # No trial lost or double-counted. When the grid runs out while points are still in progress,
+    # Optuna's grid sampler hands a worker one of those again before the study stops: at most one
+    # extra trial per worker (both happen when the two reach the end together).
+    assert sum(r["ran_now"] for r in results) == len(study.trials) <= 6 + len(workers)
 
 
 def test_pruning_stops_a_trial_worse_than_the_median_and_a_diverging_one():
