@@ -104,5 +104,21 @@ def config_from_args(config_cls, args: argparse.Namespace):
     return config_cls(**{f.name: values[f.name] for f in dataclasses.fields(config_cls) if f.name in values})
 
 
+def start_run(config_cls, args: argparse.Namespace, command, dry_run: dict):
+    """The start every training command shares: the task config from the flags (with ``--dry-run``,
+    the ``dry_run`` sizes over it), a new run folder (``command``: its name under ``runs/``, or a
+    function of the config giving it) and ``config.json`` written there. Returns ``(config, run_dir)``."""
+    import dataclasses
+
+    from rnnlab.runs import new_run_dir, write_config
+
+    config = config_from_args(config_cls, args)
+    if args.dry_run:
+        config = dataclasses.replace(config, **dry_run)
+    run_dir = new_run_dir(command(config) if callable(command) else command, args.run_dir)
+    write_config(run_dir, config)
+    return config, run_dir
+
+
 if __name__ == "__main__":  # pragma: no cover
     raise SystemExit(main())

@@ -33,7 +33,7 @@ from rnnlab.data.text import CharVocab, TextSplit, file_split, shakespeare_split
 from rnnlab.errors import RnnlabError
 from rnnlab.metrics.ngram import ngram_baseline
 from rnnlab.metrics.text import text_metrics
-from rnnlab.runs import new_run_dir, print_table, save_figure, write_config, write_metrics
+from rnnlab.runs import print_table, save_figure, write_config, write_metrics
 from rnnlab.train import CosineDecay, TimeLimit, Trainer, seed_everything
 
 CELLS = {"lstm": rnnlab.LSTM, "gru": rnnlab.GRU, "rnn": rnnlab.RNN}
@@ -360,13 +360,9 @@ def register(subparsers) -> None:
 
 
 def _train(args) -> int:
-    from rnnlab.cli import config_from_args
+    from rnnlab.cli import start_run
 
-    config = config_from_args(Config, args)
-    if args.dry_run:
-        config = dataclasses.replace(config, **DRY_RUN)
-    run_dir = new_run_dir("generate", args.run_dir)
-    write_config(run_dir, config)
+    config, run_dir = start_run(Config, args, "generate", DRY_RUN)
     metrics = train(config, run_dir, verbose=0 if args.json else 1, resume=args.resume)
     sample = metrics.pop("sample")
     write_metrics(run_dir, metrics)

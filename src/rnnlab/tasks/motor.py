@@ -220,13 +220,9 @@ def _print(metrics: dict, json_out: bool, run_dir: Path) -> None:
 
 
 def _train(args) -> int:
-    from rnnlab.cli import config_from_args
+    from rnnlab.cli import start_run
 
-    config = dataclasses.replace(config_from_args(Config, args), seed=args.seed)
-    if args.dry_run:
-        config = dataclasses.replace(config, **DRY_RUN)
-    run_dir = new_run_dir("motor/train", args.run_dir)
-    write_config(run_dir, config)
+    config, run_dir = start_run(Config, args, "motor/train", DRY_RUN)
     metrics = train(config, run_dir, verbose=0 if args.json else 1, resume=args.resume)
     write_metrics(run_dir, metrics)
     _print(metrics, args.json, run_dir)

@@ -663,21 +663,22 @@ def register(subparsers) -> None:
 
 
 def _train(args) -> int:
-    from rnnlab.cli import config_from_args
+    from rnnlab.cli import start_run
 
-    config = config_from_args(Config, args)
-    if args.dry_run:
-        config = dataclasses.replace(config, **DRY_RUN)
-    run_dir = new_run_dir("speech", args.run_dir)
-    write_config(run_dir, config)
+    config, run_dir = start_run(Config, args, "speech", DRY_RUN)
     metrics = train(config, run_dir, verbose=0 if args.json else 1, resume=args.resume)
     write_metrics(run_dir, metrics)
-    if args.json:
+    _report(metrics, run_dir, args.json)
+    return 0
+
+
+def _report(metrics: dict, run_dir: Path, as_json: bool) -> None:
+    """``--json``: the metrics (without the list of missed recordings); else the table and the folder."""
+    if as_json:
         print(json.dumps({k: v for k, v in metrics.items() if k != "human_errors"}))
-        return 0
+        return
     _print(metrics)
     print(f"\nrun folder: {run_dir}\nconfusion matrix: {run_dir / 'confusion_human.png'}")
-    return 0
 
 
 def _print(metrics: dict) -> None:
@@ -694,11 +695,7 @@ def _eval(args) -> int:
     from rnnlab.runs import write_json
 
     write_json(run_dir / "eval.json", metrics)
-    if args.json:
-        print(json.dumps({k: v for k, v in metrics.items() if k != "human_errors"}))
-        return 0
-    _print(metrics)
-    print(f"\nrun folder: {run_dir}")
+    _report(metrics, run_dir, args.json)
     return 0
 
 

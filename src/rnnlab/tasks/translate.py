@@ -37,7 +37,7 @@ import torch
 from rnnlab.data.translation import PAIRS, Pair, Split, load_pairs, mask, split_pairs, unmask
 from rnnlab.errors import RnnlabError
 from rnnlab.metrics.translation import bleu, chrf, placeholders_kept
-from rnnlab.runs import new_run_dir, print_table, save_figure, write_config, write_json, write_metrics
+from rnnlab.runs import print_table, save_figure, write_config, write_json, write_metrics
 from rnnlab.seq2seq import BOS, EOS, PAD, Constraints, Seq2Seq, beam_search, greedy, smoothed_cross_entropy
 from rnnlab.train import EarlyStopping, Trainer, seed_everything
 from rnnlab.train.checkpoint import load_checkpoint, load_model_weights, save_checkpoint
@@ -495,13 +495,9 @@ def register(subparsers) -> None:
 
 
 def _train(args) -> int:
-    from rnnlab.cli import config_from_args
+    from rnnlab.cli import start_run
 
-    config = config_from_args(Config, args)
-    if args.dry_run:
-        config = dataclasses.replace(config, **DRY_RUN)
-    run_dir = new_run_dir(f"translate/{Path(config.tsv).stem if config.tsv else config.pair}", args.run_dir)
-    write_config(run_dir, config)
+    config, run_dir = start_run(Config, args, lambda c: f"translate/{Path(c.tsv).stem if c.tsv else c.pair}", DRY_RUN)
     info = train(config, run_dir, verbose=0 if args.json else 1, resume=args.resume)
     metrics = evaluate(config, run_dir)
     metrics["train_minutes"] = sum(info[k]["train_s"] for k in ("attention", "no_attention") if k in info) / 60
