@@ -92,6 +92,105 @@ def test_trials_and_gradient_through_the_arm():
         model(torch.zeros(2, 5, 4))
 
 
+def _arm_step_reference(arm: Arm, state, u, torque=None):
+    """:meth:`Arm.step` composed of autograd operations, on the packed state of :meth:`Arm.fused_step`."""
+    q, qd, a = state[:, :2], state[:, 2:4], state[:, 4:]
+    _, muscle = arm.muscle_force(a, q, qd)
+    q, qd = arm.integrate(q, qd, muscle if torque is None else muscle + torque)
+    return torch.cat([q, qd, arm.activation_step(a, u)], -1), arm.hand(q)
+
+
+@pytest.mark.parametrize("damping", [0.0, 0.3])
+def test_fused_arm_step_matches_autograd_of_the_equations(damping):
+    """The NumPy forward and hand-written backward of the fused step against autograd of the same equations."""
+    torch.manual_seed(0)
+    arm = Arm(ArmParams(damping=damping)).double()
+    B = 12
+    q = arm.inverse_kinematics(torch.tensor([[0.0, 0.45]], dtype=torch.float64).expand(B, 2))
+    q = q + 0.4 * torch.randn(B, 2, dtype=torch.float64)   # wide enough for passive force and clamped fl / fv
+    state = torch.cat([q, 4 * torch.randn(B, 2, dtype=torch.float64), torch.rand(B, 6, dtype=torch.float64)], -1)
+    state.requires_grad_()
+    u = torch.rand(B, 6, dtype=torch.float64, requires_grad=True)
+    torque = torch.randn(B, 2, dtype=torch.float64, requires_grad=True)
+    fused, ref = arm.fused_step(state, u, torque), _arm_step_reference(arm, state, u, torque)
+    for got, want in zip(fused, ref):
+        torch.testing.assert_close(got, want, atol=1e-12, rtol=1e-12)
+    weights = [torch.randn_like(t) for t in ref]
+    grads = [torch.autograd.grad(sum((o * w).sum() for o, w in zip(out, weights)), (state, u, torque))
+             for out in (fused, ref)]
+    for got, want in zip(*grads):
+        torch.testing.assert_close(got, want, atol=1e-10, rtol=1e-10)
+    assert torch.autograd.gradcheck(lambda s, v, t: arm.fused_step(s, v, t), (state[:4], u[:4], torque[:4]))
+    # float32 (the training dtype): the same step to rounding
+    f32 = Arm(ArmParams(damping=damping))
+    s32, u32 = state.detach().float(), u.detach().float()
+    for got, want in zip(f32.fused_step(s32, u32), _arm_step_reference(f32, s32, u32)):
+        torch.testing.assert_close(got, want, atol=2e-5, rtol=1e-5)
+
+
+def _reach_forward_reference(model: ReachNet, inputs, curl):
+    """ReachNet's rollout as it was written before the fused step (feedback concatenated per step, the
+    CTRNN step of :func:`rnnlab.cells.ctrnn_step`, :meth:`Arm.step` by autograd): the numbers to keep."""
+    from rnnlab.cells import ctrnn_step
+
+    B, T, _ = inputs.shape
+    arm, p, cell = model.arm, model.arm.p, model.cell
+    w_rec = cell.recurrent_weight()
+    w_task, w_fb = cell.weight_ih[:, :3], cell.weight_ih[:, 3:]
+    xw = torch.nn.functional.linear(inputs, w_task, cell.bias).unbind(1)
+    noise = cell.noise((T, B, cell.hidden_size), inputs).unbind(0)
+    fb_noise = (torch.randn(T, B, 12, dtype=inputs.dtype)
+                * inputs.new_tensor([p.proprio_noise] * 10 + [p.visual_noise] * 2)).unbind(0)
+    curl = curl.to(inputs.dtype).reshape(B, 1)
+    q, qd = model.q0.expand(B, 2), inputs.new_zeros(B, 2)
+    a, x = arm.rest_activation(q), inputs.new_zeros(B, cell.hidden_size)
+    proprio, visual = [torch.cat([q - model.q0, 0.2 * qd, a], -1)], [(arm.hand(q) - model.start) * 10.0]
+    hands, excit, rates = [], [], []
+    for t in range(T):
+        fb = torch.cat([proprio[max(0, t - p.proprio_delay)], visual[max(0, t - p.visual_delay)]], -1) + fb_noise[t]
+        r, x = ctrnn_step(xw[t] + torch.nn.functional.linear(fb, w_fb), x, w_rec, cell.alpha, cell.activation, noise[t])
+        u = torch.sigmoid(model.readout(r))
+        v = arm.hand_velocity(q, qd)
+        q, qd, a = arm.step(q, qd, a, u, curl * torch.stack([-v[:, 1], v[:, 0]], -1))
+        hand = arm.hand(q)
+        proprio.append(torch.cat([q - model.q0, 0.2 * qd, a], -1))
+        visual.append((hand - model.start) * 10.0)
+        hands.append(hand)
+        excit.append(u)
+        rates.append(r)
+    return {"hand": torch.stack(hands, 1), "excitation": torch.stack(excit, 1), "rates": torch.stack(rates, 1)}
+
+
+@pytest.mark.parametrize("dtype,dale,curl,tol", [(torch.float32, None, 0.0, 1e-5), (torch.float32, 0.8, 10.0, 1e-5),
+                                                 (torch.float64, None, 10.0, 1e-11)])
+def test_reach_rollout_equals_the_unfused_loop(dtype, dale, curl, tol):
+    """The fused rollout (hoisted feedback, lerp Euler step, fused arm step) keeps the physics: hand paths,
+    excitations, rates and every gradient equal those of the unfused loop, with noise on."""
+    spec = TaskSpec()
+    torch.manual_seed(1)
+    model = ReachNet(hidden=16, spec=spec, dale_ratio=dale).to(dtype)
+    with torch.no_grad():  # a readout strong enough to swing the arm far from the start
+        model.readout.weight.normal_(0.0, 0.5)
+        model.readout.bias.fill_(-1.0)
+    trials = make_trials(spec, 6, torch.Generator().manual_seed(3))
+    inputs = trials["inputs"][:, :60].to(dtype)
+    desired = torch.cat([trials["desired"], trials["weight"].unsqueeze(-1)], -1)[:, :60].to(dtype)
+    curl_t = torch.full((6,), curl)
+    outs, grads = [], []
+    for forward in (lambda: model(inputs, curl_t), lambda: _reach_forward_reference(model, inputs, curl_t)):
+        torch.manual_seed(5)
+        out = forward()
+        model.zero_grad()
+        reach_loss(out, desired).backward()
+        outs.append(out)
+        grads.append([prm.grad.clone() for prm in model.parameters()])
+    assert (outs[1]["hand"] - model.start).norm(dim=-1).max() > 0.1   # the arm did move
+    for key in ("hand", "excitation", "rates"):
+        torch.testing.assert_close(outs[0][key], outs[1][key], atol=tol, rtol=0)
+    for got, want in zip(*grads):
+        torch.testing.assert_close(got, want, atol=tol * float(want.abs().max()), rtol=0)
+
+
 def test_jpca_recovers_a_planted_rotation():
     rng = np.random.default_rng(0)
     k, units, steps, conds = 6, 40, 40, 8

@@ -36,14 +36,20 @@ only to show, in the tests, that it gains energy without bound.
 
 Feedback: proprioception (joint angles and velocities, muscle activations) after ``proprio_delay``
 steps and vision (hand position) after ``visual_delay`` steps, each with Gaussian noise.
+
+Training steps the arm with :meth:`Arm.fused_step`: the same equations as :meth:`Arm.step` as one
+autograd node, NumPy forward and a hand-written backward (the per-operation overhead of ~200 tiny
+torch operations per step, not arithmetic, was the cost of training through the arm).
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from rnnlab.errors import RnnlabError
 
@@ -246,7 +252,7 @@ class Arm(torch.nn.Module):
         return force, torque
 
     def activation_step(self, a: Tensor, u: Tensor) -> Tensor:
-        tau = torch.where(u > a, TAU_ACT, TAU_DEACT)
+        tau = torch.where(u > a, a.new_tensor(TAU_ACT), a.new_tensor(TAU_DEACT))   # in a's dtype (float64 too)
         return a + self.p.dt * (u - a) / tau
 
     # -- the step ---------------------------------------------------------------------------------
@@ -255,10 +261,214 @@ class Arm(torch.nn.Module):
         """Advance one ``dt``: returns ``(q, qd, a)``. Torque uses the activation at the step start."""
         _, torque = self.muscle_force(a, q, qd)
         if hand_force is not None:
-            torque = torque + (self.jacobian(q).transpose(-1, -2) @ hand_force.unsqueeze(-1)).squeeze(-1)
+            torque = torque + self.hand_force_torque(q, hand_force)
         q, qd = self.integrate(q, qd, torque)
         return q, qd, self.activation_step(a, u)
 
     def rest_activation(self, q: Tensor) -> Tensor:
         """A small co-contraction baseline to start from (1% of maximum)."""
         return torch.full((q.shape[0], self.n_muscles), 0.01, dtype=q.dtype, device=q.device)
+
+    def hand_force_torque(self, q: Tensor, force: Tensor) -> Tensor:
+        """Joint torque ``J(q)^T F`` ``(B, 2)`` of an external force ``F (B, 2)`` (N) on the hand."""
+        return (self.jacobian(q).transpose(-1, -2) @ force.unsqueeze(-1)).squeeze(-1)
+
+    # -- the fused step (training) -------------------------------------------------------------------
+
+    def fused_step(self, state: Tensor, u: Tensor, torque: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """:meth:`step` on a packed state, as one autograd node: ``state (B, 10) = [q, qd, a]``, excitations
+        ``u (B, 6)`` and an optional external joint torque ``(B, 2)`` -> ``(state', hand' (B, 2))``.
+
+        Same equations as :meth:`step` (symplectic integrator); the forward and a hand-written backward
+        run in NumPy on the CPU (see :class:`_FusedArmStep`). Other integrators, devices or dtypes
+        compose :meth:`step` instead (same numbers, autograd through every operation).
+        """
+        if state.dim() != 2 or state.shape[-1] != 4 + self.n_muscles or u.shape != (state.shape[0], self.n_muscles):
+            raise RnnlabError(f"fused_step expects state (B, {4 + self.n_muscles}) and u (B, {self.n_muscles}), "
+                              f"got {tuple(state.shape)} and {tuple(u.shape)}")
+        if (self.p.integrator == "symplectic" and state.device.type == "cpu" and u.device == state.device
+                and state.dtype in (torch.float32, torch.float64) and u.dtype == state.dtype
+                and (torque is None or torque.dtype == state.dtype)):
+            return _FusedArmStep.apply(state, u, torque, self)
+        q, qd, a = state[:, :2], state[:, 2:4], state[:, 4:]
+        tq = self.muscle_force(a, q, qd)[1]
+        q, qd = self.integrate(q, qd, tq if torque is None else tq + torque)
+        return torch.cat([q, qd, self.activation_step(a, u)], -1), self.hand(q)
+
+    def _numpy_constants(self, dtype) -> dict:
+        """The muscle constants of the fused step as NumPy arrays of ``dtype``, laid out for column
+        (``(features, batch)``) arrays; cached per dtype."""
+        cache = self.__dict__.setdefault("_np_cache", {})
+        if dtype not in cache:
+            f64 = lambda t: t.detach().double().cpu().numpy()  # noqa: E731
+            a12 = np.concatenate([f64(self.a1), f64(self.a2)], 0)          # (4, 6): rows a1_q1, a1_q2, a2_q1, a2_q2
+            l_opt = f64(self.l_opt)
+            geo = np.zeros((12, 8))                                        # [qt, qt^2, qd, 2 qt qd] -> [l_n, v_n]
+            geo[:6, :4] = (a12 / l_opt).T
+            geo[6:, 4:] = (a12 / (10.0 * l_opt)).T
+            bias = np.concatenate([(f64(self.a0) - f64(self.tendon)) / l_opt, np.zeros(6)])[:, None]
+            c = lambda x: np.ascontiguousarray(x, dtype=dtype)  # noqa: E731
+            cache[dtype] = {"geo": c(geo), "geo_t": c(geo.T), "geo_bias": c(bias), "a12": c(a12), "a12_t": c(a12.T),
+                            "max_force": c(f64(self.max_force)[:, None]), "q_ref": c(f64(self.q_ref)[:, None])}
+        return cache[dtype]
+
+
+def _columns(t: Tensor) -> np.ndarray:
+    """``(B, n)`` tensor -> its ``(n, B)`` NumPy array, contiguous (free for the fused step's own outputs)."""
+    return np.ascontiguousarray(t.detach().numpy().T)
+
+
+class _FusedArmStep(torch.autograd.Function):
+    """One arm step (muscles, symplectic skeleton, activation, hand) as one autograd node.
+
+    The arm's tensors are tiny (a batch of 32 reaches x 2 joints / 6 muscles), so a step built from
+    torch operations costs its ~200 operations' overhead, forward and backward, not their arithmetic.
+    Here the forward runs the equations of :meth:`Arm.step` in NumPy (a few times less overhead per
+    operation than torch on arrays this small) on ``(features, batch)`` arrays, so every variable is a
+    contiguous row, and keeps the intermediates; the outputs are transposed views of those arrays.
+    The backward is the hand-written vector-Jacobian product of the same equations (checked against
+    autograd of :meth:`Arm.step` and by ``torch.autograd.gradcheck`` in float64, ``tests/test_motor.py``).
+    The quadratic of the implicit momentum update is differentiated implicitly: ``P2`` solves
+    ``qa P2^2 + qb P2 + qc = 0`` and ``dP2 = -(P2^2 dqa + P2 dqb + dqc) / S`` with ``S = 2 qa P2 + qb``,
+    the square root of the discriminant for the root taken.
+    """
+
+    @staticmethod
+    def forward(ctx, state, u, torque, arm):
+        s, uu = _columns(state), _columns(u)                              # (10, B), (6, B)
+        p, k = arm.p, arm._numpy_constants(s.dtype)
+        dt, h, k11, k12, k22, damping = p.dt, arm.h, arm.k11, arm.k12, arm.k22, p.damping
+        q, qd, a = s[:2], s[2:4], s[4:]
+        # muscles: normalised lengths and velocities from the polynomial geometry, Hill-type force
+        qt = q - k["q_ref"]
+        feat = np.concatenate([qt, qt * qt, qd, 2.0 * qt * qd])
+        lv = k["geo"] @ feat + k["geo_bias"]
+        l_n, v_n = lv[:6], lv[6:]
+        d = l_n - 1.0
+        fl_raw = 1.0 - d * d * (1.0 / 0.66 ** 2)
+        fl = np.maximum(fl_raw, 0.01)
+        ext = np.maximum(l_n - 1.4, 0.0)
+        fp = ext * ext * (1.0 / (1.66 - 1.4) ** 2)
+        v = np.minimum(np.maximum(v_n, -1.0), 1.0)
+        neg = v < 0
+        vs, vp = np.minimum(v, 0.0), np.maximum(v, 0.0)      # each branch only where it is used: no 0/0
+        den_s, vl = 1.0 - vs / 0.25, vp + 0.18
+        fv = np.where(neg, (1.0 + vs) / den_s, 1.0 + 0.8 * vp / vl)   # lengthening stays below the 1.8 plateau
+        afl = a * fl
+        force = k["max_force"] * (afl * fv + fp)
+        pm = k["a12"] @ force                                         # (4, B): a1_j . force, a2_j . force
+        tq = -(pm[:2] + 2.0 * qt * pm[2:])
+        if torque is not None:
+            tq = tq + _columns(torque)
+        # skeleton: symplectic Euler in canonical coordinates (as Arm.symplectic_step)
+        w1, w2 = qd[0], qd[1]
+        c2, s2 = np.cos(q[1]), np.sin(q[1])
+        m11, m12 = k11 + 2.0 * h * c2, k12 + h * c2
+        tau1, tau2 = (tq[0], tq[1]) if not damping else (tq[0] - damping * w1, tq[1] - damping * w2)
+        p1 = m11 * w1 + m12 * w2 + dt * tau1
+        p2 = m12 * w1 + k22 * w2
+        det = m11 * k22 - m12 * m12
+        ia, ib, idd = k22 / det, -m12 / det, m11 / det
+        hs = (dt * h) * s2
+        a0, b0, e = ia * p1, (ia + ib) * p1, ib + idd
+        qa = hs * ib * e
+        qb = 1.0 + hs * (a0 * e + ib * b0)
+        qc = hs * a0 * b0 - p2 - dt * tau2
+        sq = np.sqrt(np.maximum(qb * qb - 4.0 * qa * qc, 0.0))
+        P2 = -2.0 * qc / (qb + sq)
+        out = np.empty_like(s)
+        out[0] = q[0] + dt * (ia * p1 + ib * P2)
+        out[1] = q[1] + dt * (ib * p1 + idd * P2)
+        c2n, s2n = np.cos(out[1]), np.sin(out[1])
+        m11n, m12n = k11 + 2.0 * h * c2n, k12 + h * c2n
+        detn = m11n * k22 - m12n * m12n
+        ja, jb, jd = k22 / detn, -m12n / detn, m11n / detn
+        out[2] = ja * p1 + jb * P2
+        out[3] = jb * p1 + jd * P2
+        # activation (first order, faster up than down), then the hand
+        tau = np.where(uu > a, s.dtype.type(TAU_ACT), s.dtype.type(TAU_DEACT))
+        out[4:] = a + dt * (uu - a) / tau
+        q12 = out[0] + out[1]
+        c1, s1, c12, s12 = np.cos(out[0]), np.sin(out[0]), np.cos(q12), np.sin(q12)
+        hand = np.stack([p.l1 * c1 + p.l2 * c12, p.l1 * s1 + p.l2 * s12])
+        ctx.arm, ctx.has_torque = arm, torque is not None
+        ctx.saved = (s, tau, qt, d, fl_raw, fl, fv, ext, v_n, neg, den_s, vl, afl, pm, c2, s2, m11, m12, det, ia, ib,
+                     idd, hs, a0, b0, e, sq, P2, p1, s2n, m11n, m12n, detn, ja, jb, jd, s1, c1, s12, c12)
+        return torch.from_numpy(out).t(), torch.from_numpy(hand).t()
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g_state, g_hand):
+        (s, tau, qt, d, fl_raw, fl, fv, ext, v_n, neg, den_s, vl, afl, pm, c2, s2, m11, m12, det, ia, ib, idd, hs, a0,
+         b0, e, sq, P2, p1, s2n, m11n, m12n, detn, ja, jb, jd, s1, c1, s12, c12) = ctx.saved
+        arm = ctx.arm
+        p, k = arm.p, arm._numpy_constants(s.dtype)
+        dt, h, k22, damping, l1, l2 = p.dt, arm.h, arm.k22, p.damping, p.l1, p.l2
+        gs, gh = _columns(g_state), _columns(g_hand)
+        a, qd = s[4:], s[2:4]
+        w1, w2 = qd[0], qd[1]
+        # hand and activation
+        e12 = l2 * (c12 * gh[1] - s12 * gh[0])
+        gq1n = gs[0] + l1 * (c1 * gh[1] - s1 * gh[0]) + e12
+        gq2n = gs[1] + e12
+        g_u = gs[4:] * (dt / tau)
+        g_a = gs[4:] - g_u
+        # velocities out: w' = M(q')^-1 (p1, P2)
+        gw1n, gw2n = gs[2], gs[3]
+        g_p1 = ja * gw1n + jb * gw2n
+        g_P2 = jb * gw1n + jd * gw2n
+        gq2n = gq2n - s2n * _inverse_vjp(gw1n * p1, gw1n * P2 + gw2n * p1, gw2n * P2, m11n, m12n, detn, h, k22)
+        # positions out: q' = q + dt M(q)^-1 (p1, P2)
+        gv1, gv2 = dt * gq1n, dt * gq2n
+        g_p1 = g_p1 + ia * gv1 + ib * gv2
+        g_P2 = g_P2 + ib * gv1 + idd * gv2
+        g_ia, g_ib, g_idd = gv1 * p1, gv1 * P2 + gv2 * p1, gv2 * P2
+        # the root P2 of qa P2^2 + qb P2 + qc = 0 (implicit differentiation; S = 2 qa P2 + qb = sq)
+        r = g_P2 / sq
+        g_qc = -r
+        g_qb = -r * P2
+        g_qa = g_qb * P2
+        g_hs = g_qa * ib * e + g_qb * (a0 * e + ib * b0) + g_qc * a0 * b0
+        g_e = hs * (g_qa * ib + g_qb * a0)
+        g_a0 = hs * (g_qb * e + g_qc * b0)
+        g_b0 = hs * (g_qb * ib + g_qc * a0)
+        g_ib = g_ib + hs * (g_qa * e + g_qb * b0) + g_b0 * p1 + g_e
+        g_ia = g_ia + (g_a0 + g_b0) * p1
+        g_idd = g_idd + g_e
+        g_p1 = g_p1 + g_a0 * ia + g_b0 * (ia + ib)
+        g_p2 = -g_qc
+        g_t = np.stack([dt * g_p1, -dt * g_qc])                      # d loss / d (tau1, tau2)
+        g_c2 = _inverse_vjp(g_ia, g_ib, g_idd, m11, m12, det, h, k22) + (2.0 * h) * (g_p1 * w1) \
+            + h * (g_p1 * w2 + g_p2 * w1)
+        g_w1 = g_p1 * m11 + g_p2 * m12
+        g_w2 = g_p1 * m12 + g_p2 * k22
+        if damping:
+            g_w1, g_w2 = g_w1 - damping * g_t[0], g_w2 - damping * g_t[1]
+        # muscles: torque = -(a1_j . force + 2 qt_j a2_j . force)
+        g_pm = np.concatenate([-g_t, -2.0 * qt * g_t])
+        g_qt = -2.0 * g_t * pm[2:]
+        g_force = (k["a12_t"] @ g_pm) * k["max_force"]
+        g_a = g_a + g_force * fl * fv
+        g_fl = g_force * a * fv
+        g_fv = g_force * afl
+        g_ln = np.where(fl_raw >= 0.01, g_fl * d * (-2.0 / 0.66 ** 2), 0.0) + g_force * ext * (2.0 / (1.66 - 1.4) ** 2)
+        dfv = np.where(neg, (1.0 + 1.0 / 0.25) / (den_s * den_s), (0.8 * 0.18) / (vl * vl))
+        g_vn = np.where(np.abs(v_n) <= 1.0, g_fv * dfv, 0.0)
+        g_feat = k["geo_t"] @ np.concatenate([g_ln, g_vn])          # (8, B)
+        g_qt = g_qt + g_feat[0:2] + 2.0 * qt * g_feat[2:4] + 2.0 * qd * g_feat[6:8]
+        g_state = np.empty_like(s)
+        g_state[0] = gq1n + g_qt[0]
+        g_state[1] = gq2n - s2 * g_c2 + (dt * h) * c2 * g_hs + g_qt[1]
+        g_state[2:4] = g_feat[4:6] + 2.0 * qt * g_feat[6:8]
+        g_state[2] += g_w1
+        g_state[3] += g_w2
+        g_state[4:] = g_a
+        g_torque = torch.from_numpy(g_t).t() if ctx.has_torque else None
+        return torch.from_numpy(g_state).t(), torch.from_numpy(g_u).t(), g_torque, None
+
+
+def _inverse_vjp(g_ia, g_ib, g_id, m11, m12, det, h, k22):
+    """``d/d cos(q2)`` of ``g . (M^-1 entries A, Bc, D) = g . (k22, -m12, m11) / det`` (``m11 = k11 + 2h c``,
+    ``m12 = k12 + h c``, ``det = m11 k22 - m12^2``)."""
+    ddet = (2.0 * h) * (k22 - m12)
+    return (2.0 * h * g_id - h * g_ib - (g_ia * k22 - g_ib * m12 + g_id * m11) * ddet / det) / det

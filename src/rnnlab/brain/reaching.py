@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 import rnnlab
 from rnnlab.brain.arm import Arm, ArmParams
-from rnnlab.cells import ctrnn_step
+from rnnlab.cells import activation_fn
 from rnnlab.errors import RnnlabError
 
 TASK_INPUTS = 3      # target offset x, y (x10, from the cue on) and the fixation signal
@@ -127,57 +127,68 @@ class ReachNet(nn.Module):
     def hidden_size(self) -> int:
         return self.cell.hidden_size
 
-    def _step(self, xw_t, fb, x, q, qd, a, w_rec, w_fb, noise_t, curl):
-        """One 10 ms step: network (with the delayed feedback ``fb``), muscle excitations, arm."""
-        arm, cell = self.arm, self.cell
-        r, x = ctrnn_step(xw_t + F.linear(fb, w_fb), x, w_rec, cell.alpha, cell.activation, noise_t)
-        u = torch.sigmoid(self.readout(r))
-        force = None
-        if curl is not None:
-            v = arm.hand_velocity(q, qd)
-            force = curl * torch.stack([-v[:, 1], v[:, 0]], -1)   # F = k [[0, -1], [1, 0]] v
-        q, qd, a = arm.step(q, qd, a, u, force)
-        hand = arm.hand(q)
-        return r, x, u, q, qd, a, hand, torch.cat([q - self.q0, 0.2 * qd, a], -1), (hand - self.start) * 10.0
-
     def forward(self, inputs: Tensor, curl: Tensor | None = None, x0: Tensor | None = None) -> dict:
+        """Network and arm rolled forward together, every reach of the batch at once.
+
+        Per 10 ms step: the CTRNN Euler step (recurrent drive + delayed feedback, one ``addmm`` each),
+        the sigmoid read-out of the six excitations, and one fused arm step (:meth:`Arm.fused_step`:
+        muscles, skeleton, activation and hand as one autograd node). Everything that does not depend
+        on the arm is hoisted out of the loop: the task-input projection and bias, the projection of the
+        feedback noise and of the feedback's constant offsets, and the network noise. The feedback
+        ``[q - q0, 0.2 qd, a]`` and ``10 (hand - start)`` enters through weights scaled once per call.
+        """
         if inputs.dim() != 3 or inputs.shape[-1] != TASK_INPUTS:
             raise RnnlabError(f"ReachNet expects inputs (batch, time, {TASK_INPUTS}), got {tuple(inputs.shape)}")
         B, T, _ = inputs.shape
         arm, p, cell = self.arm, self.arm.p, self.cell
+        H, alpha, f = cell.hidden_size, cell.alpha, activation_fn(cell.activation)
         w_rec = cell.recurrent_weight()
         w_task, w_fb = cell.weight_ih[:, :TASK_INPUTS], cell.weight_ih[:, TASK_INPUTS:]
-        xw = F.linear(inputs, w_task, cell.bias).unbind(1)          # input projection hoisted out of the loop
-        noise = cell.noise((T, B, cell.hidden_size), inputs)
-        noise = noise.unbind(0) if noise is not None else [None] * T
+        w_prop, w_vis = w_fb[:, :PROPRIO], w_fb[:, PROPRIO:]
+        noise = cell.noise((T, B, H), inputs)
         fb_scale = inputs.new_tensor([p.proprio_noise] * PROPRIO + [p.visual_noise] * VISUAL)
         fb_noise = (torch.randn(T, B, PROPRIO + VISUAL, dtype=inputs.dtype, device=inputs.device) * fb_scale
-                    if self.feedback_noise else inputs.new_zeros(T, B, PROPRIO + VISUAL)).unbind(0)
+                    if self.feedback_noise else None)
+        # feedback = [q - q0, 0.2 qd, a] = state * scale - [q0, 0, 0] and 10 (hand - start): scale the weights,
+        # hoist the offsets (and the feedback noise, and the network noise / alpha for the lerp below)
+        w_state = w_prop * inputs.new_tensor([1.0, 1.0, 0.2, 0.2] + [1.0] * Arm.n_muscles)
+        w_hand = 10.0 * w_vis
+        offset = -(w_prop[:, :2] @ self.q0 + w_hand @ self.start)
+        xw = F.linear(inputs.transpose(0, 1), w_task, offset if cell.bias is None else cell.bias + offset)  # (T, B, H)
+        if fb_noise is not None:
+            xw = xw + F.linear(fb_noise, w_fb)
+        if noise is not None:
+            xw = xw + noise / alpha
+        xw = xw.unbind(0)
         use_curl = curl is not None and bool((curl != 0).any())
         if use_curl:
             curl = curl.to(inputs.dtype).reshape(B, 1)
-        q = self.q0.expand(B, 2)
-        qd = inputs.new_zeros(B, 2)
-        a = arm.rest_activation(q)
-        x = inputs.new_zeros(B, cell.hidden_size) if x0 is None else x0
-        hand = arm.hand(q)
-        proprio = [torch.cat([q - self.q0, 0.2 * qd, a], -1)]
-        visual = [(hand - self.start) * 10.0]
-        hands, hand_vels, excit, rates, states = [], [], [], [], []
-        step = self._step
+        q0 = self.q0.expand(B, 2)
+        x = inputs.new_zeros(B, H) if x0 is None else x0
+        r = f(x)
+        arm_states = [torch.cat([q0, inputs.new_zeros(B, 2), arm.rest_activation(q0)], -1)]   # [q, qd, a] (B, 10)
+        hands = [arm.hand(q0)]
+        w_rec_t, w_state_t, w_hand_t, w_out_t = w_rec.t(), w_state.t(), w_hand.t(), self.readout.weight.t()
+        excit, rates, states = [], [], []
         for t in range(T):
-            fb = torch.cat([proprio[max(0, t - p.proprio_delay)], visual[max(0, t - p.visual_delay)]], -1) + fb_noise[t]
-            r, x, u, q, qd, a, hand, prop, vis = step(xw[t], fb, x, q, qd, a, w_rec, w_fb, noise[t], curl if use_curl else None)
-            proprio.append(prop)
-            visual.append(vis)
+            drive = torch.addmm(xw[t], r, w_rec_t).addmm(arm_states[max(0, t - p.proprio_delay)], w_state_t) \
+                .addmm(hands[max(0, t - p.visual_delay)], w_hand_t)
+            x = torch.lerp(x, drive, alpha)         # (1 - alpha) x + alpha (W_rec r + W_in u + b) + noise
+            r = f(x)
+            u = torch.sigmoid(torch.addmm(self.readout.bias, r, w_out_t))
+            torque = None
+            if use_curl:
+                q, qd = arm_states[-1][:, :2], arm_states[-1][:, 2:4]
+                v = arm.hand_velocity(q, qd)
+                torque = arm.hand_force_torque(q, curl * torch.stack([-v[:, 1], v[:, 0]], -1))  # F = k [[0,-1],[1,0]] v
+            state, hand = arm.fused_step(arm_states[-1], u, torque)
+            arm_states.append(state)
             hands.append(hand)
-            hand_vels.append(qd)
             excit.append(u)
             rates.append(r)
             states.append(x)
-        hand_t = torch.stack(hands, 1)
-        return {"hand": hand_t, "joint_velocity": torch.stack(hand_vels, 1), "excitation": torch.stack(excit, 1),
-                "rates": torch.stack(rates, 1), "states": torch.stack(states, 1)}
+        return {"hand": torch.stack(hands[1:], 1), "joint_velocity": torch.stack(arm_states[1:], 1)[..., 2:4],
+                "excitation": torch.stack(excit, 1), "rates": torch.stack(rates, 1), "states": torch.stack(states, 1)}
 
 
 @dataclass
