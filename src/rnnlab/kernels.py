@@ -12,6 +12,10 @@ faster than :func:`lstm_scan` here (see docs/performance.md). Each scan is a ``t
   is one GEMM over the stacked steps, ``db_hh`` one sum; ``dW_ih`` and ``dx`` follow from autograd
   of the hoisted input projection (one GEMM each).
 
+The C++ side is time-major ``(T, B, .)``; the functions here take and return batch-first tensors,
+which are transposed views of time-major data when they come from
+:func:`rnnlab.layers.linear_time_major` or from another scan, so no sequence is copied on the way.
+
 The extension is compiled once at install time (``python -m rnnlab.build_kernels``, run by
 ``make install``); it is never compiled on import. When it is missing (or the tensors are not
 float32 on CPU) :func:`supports` is False and the layers use torch's native kernel (RNN, GRU) or the
@@ -27,7 +31,7 @@ from torch.autograd.function import once_differentiable
 
 log = logging.getLogger(__name__)
 
-EXT_VERSION = 6  # must match kVersion in csrc/scan.cpp
+EXT_VERSION = 7  # must match kVersion in csrc/scan.cpp
 ACTIVATIONS = {"tanh": 0, "relu": 1, "softplus": 2}
 
 try:
@@ -53,10 +57,25 @@ def _bias(b: Tensor | None) -> Tensor:
     return _EMPTY if b is None else b.contiguous()
 
 
+def _time_major(t: Tensor | None) -> Tensor:
+    """``(B, T, F)`` -> contiguous ``(T, B, F)``, the kernels' layout (a step is one block of rows). Free
+    when ``t`` is already a transposed view of time-major data, as the layers' projections and the
+    kernels' own outputs and gradients are (so a stack of layers copies only its batch-first input)."""
+    return _EMPTY if t is None else t.transpose(0, 1).contiguous()
+
+
+def _grad_and_out(grad: Tensor) -> tuple[Tensor, Tensor]:
+    """The time-major gradient and a buffer of its shape for ``dxw``: the gradient's own copy when
+    ``contiguous`` had to make one (the kernels read each element before writing it), so backward
+    allocates one sequence-sized buffer instead of two."""
+    g = _time_major(grad)
+    return g, (g if not grad.transpose(0, 1).is_contiguous() else torch.empty_like(g))
+
+
 class _RNNScan(torch.autograd.Function):
     @staticmethod
     def forward(ctx, xw, h0, w_hh, b_hh, act):
-        states = _ext.rnn_forward(xw.contiguous(), h0.contiguous(), w_hh.contiguous(), _bias(b_hh), act)
+        states = _ext.rnn_forward(_time_major(xw), h0.contiguous(), w_hh.contiguous(), _bias(b_hh), act)
         ctx.save_for_backward(states, w_hh)
         ctx.act, ctx.has_bias = act, b_hh is not None
         return states[1:].transpose(0, 1)
@@ -65,14 +84,15 @@ class _RNNScan(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad):
         states, w_hh = ctx.saved_tensors
-        dxw, dh0, dw, db = _ext.rnn_backward(grad.contiguous(), states, w_hh.contiguous(), ctx.act)
+        g, dxw = _grad_and_out(grad)
+        dh0, dw, db = _ext.rnn_backward(g, dxw, states, w_hh.contiguous(), ctx.act)
         return dxw.transpose(0, 1), dh0, dw, (db if ctx.has_bias else None), None
 
 
 class _GRUScan(torch.autograd.Function):
     @staticmethod
     def forward(ctx, xw, h0, w_hh, b_hh):
-        states, gates = _ext.gru_forward(xw.contiguous(), h0.contiguous(), w_hh.contiguous(), _bias(b_hh))
+        states, gates = _ext.gru_forward(_time_major(xw), h0.contiguous(), w_hh.contiguous(), _bias(b_hh))
         ctx.save_for_backward(states, gates, w_hh)
         ctx.has_bias = b_hh is not None
         return states[1:].transpose(0, 1)
@@ -81,14 +101,15 @@ class _GRUScan(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad):
         states, gates, w_hh = ctx.saved_tensors
-        dxw, dh0, dw, db = _ext.gru_backward(grad.contiguous(), states, gates, w_hh.contiguous())
+        dxw, dh0, dw, db = _ext.gru_backward(_time_major(grad), states, gates, w_hh.contiguous())
         return dxw.transpose(0, 1), dh0, dw, (db if ctx.has_bias else None)
 
 
 class _LSTMScan(torch.autograd.Function):
     @staticmethod
     def forward(ctx, xw, h0, c0, w_hh, b_hh):
-        states, cells, gates = _ext.lstm_forward(xw.contiguous(), h0.contiguous(), c0.contiguous(),
+        ctx.set_materialize_grads(False)  # no zero-filled gradient for an unused c sequence
+        states, cells, gates = _ext.lstm_forward(_time_major(xw), h0.contiguous(), c0.contiguous(),
                                                  w_hh.contiguous(), _bias(b_hh))
         ctx.save_for_backward(states, cells, gates, w_hh)
         ctx.has_bias = b_hh is not None
@@ -98,7 +119,9 @@ class _LSTMScan(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_h, grad_c):
         states, cells, gates, w_hh = ctx.saved_tensors
-        dxw, dh0, dc0, dw, db = _ext.lstm_backward(grad_h.contiguous(), grad_c.contiguous(), states, cells, gates,
+        if grad_h is None:
+            grad_h = torch.zeros_like(states[1:]).transpose(0, 1)
+        dxw, dh0, dc0, dw, db = _ext.lstm_backward(_time_major(grad_h), _time_major(grad_c), states, cells, gates,
                                                    w_hh.contiguous())
         return dxw.transpose(0, 1), dh0, dc0, dw, (db if ctx.has_bias else None)
 
@@ -106,8 +129,9 @@ class _LSTMScan(torch.autograd.Function):
 class _CTRNNScan(torch.autograd.Function):
     @staticmethod
     def forward(ctx, xw, x0, w_rec, alpha, act, noise):
-        noise_c = _EMPTY if noise is None else noise.contiguous()
-        xs, rs = _ext.ctrnn_forward(xw.contiguous(), x0.contiguous(), w_rec.contiguous(), alpha, act, noise_c)
+        ctx.set_materialize_grads(False)  # no zero-filled gradient for the states when only rates are used
+        xs, rs = _ext.ctrnn_forward(_time_major(xw), x0.contiguous(), w_rec.contiguous(), alpha, act,
+                                    _time_major(noise))
         ctx.save_for_backward(xs, rs, w_rec)
         ctx.alpha, ctx.act = alpha, act
         return rs[1:].transpose(0, 1), xs[1:].transpose(0, 1)
@@ -116,10 +140,11 @@ class _CTRNNScan(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, g_rates, g_states):
         xs, rs, w_rec = ctx.saved_tensors
-        gx, dx0, dw = _ext.ctrnn_backward(g_rates.contiguous(), g_states.contiguous(), xs, rs,
-                                          w_rec.contiguous(), ctx.alpha, ctx.act)
-        a = ctx.alpha
-        return (gx * a).transpose(0, 1), dx0, dw * a, None, None, None
+        if g_rates is None:
+            g_rates = torch.zeros_like(rs[1:]).transpose(0, 1)
+        g, dxw = _grad_and_out(g_rates)
+        dx0, dw = _ext.ctrnn_backward(g, _time_major(g_states), dxw, xs, rs, w_rec.contiguous(), ctx.alpha, ctx.act)
+        return dxw.transpose(0, 1), dx0, dw, None, None, None
 
 
 class _LinearScan(torch.autograd.Function):

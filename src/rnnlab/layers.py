@@ -88,6 +88,16 @@ def ctrnn_scan_reference(
     return torch.stack(rs, 1), torch.stack(xs, 1)
 
 
+def linear_time_major(inp: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """``F.linear(inp, weight, bias)`` for ``inp (B, T, F)``, computed on time-major rows and returned as
+    a ``(B, T, G)`` view of a contiguous ``(T, B, G)`` tensor: the C++ kernels (time-major) read it
+    without a copy and their time-major ``dxw`` flows back into this GEMM's backward without one."""
+    batch, steps = inp.shape[:2]
+    rows = inp.transpose(0, 1).reshape(steps * batch, -1)  # copies a batch-first input; free for a kernel's output
+    out = torch.mm(rows, weight.t()) if bias is None else torch.addmm(bias, rows, weight.t())
+    return out.view(steps, batch, -1).transpose(0, 1)
+
+
 # ---------------------------------------------------------------------------------------------
 # Variable lengths
 # ---------------------------------------------------------------------------------------------
@@ -284,20 +294,22 @@ class _TorchCompatibleRNN(nn.Module):
 
     # -- state -----------------------------------------------------------------------------
 
-    def _initial_states(self, x: Tensor, hx) -> list[tuple[Tensor, ...]]:
+    def _initial_state(self, x: Tensor, hx):
+        """``hx`` checked (zeros when None): ``(h_0, c_0)`` for LSTM, else ``h_0``, each ``(L*D, B, H)``."""
         name = type(self).__name__
         shape = (self.num_layers * self.num_directions, x.shape[0], self.hidden_size)
-        if hx is None:
-            zeros = x.new_zeros(shape)
-            hx = (zeros, zeros) if self.mode == "LSTM" else zeros
         if self.mode == "LSTM":
+            if hx is None:
+                return x.new_zeros(shape), x.new_zeros(shape)
             if not (isinstance(hx, (tuple, list)) and len(hx) == 2):
                 raise RnnlabError(f"{name}: hx must be a tuple (h_0, c_0), got {type(hx).__name__}")
             check_state(name, hx[0], shape, "h_0")
             check_state(name, hx[1], shape, "c_0")
-            return [(hx[0][k], hx[1][k]) for k in range(shape[0])]
+            return tuple(hx)
+        if hx is None:
+            return x.new_zeros(shape)
         check_state(name, hx, shape)
-        return [(hx[k],) for k in range(shape[0])]
+        return hx
 
     # -- forward ---------------------------------------------------------------------------
 
@@ -307,21 +319,23 @@ class _TorchCompatibleRNN(nn.Module):
         name = type(self).__name__
         x = check_sequence_input(name, x, self.input_size, self.batch_first)
         lengths = check_lengths(name, lengths, x.shape[0], x.shape[1])
-        states0 = self._initial_states(x, hx)
+        hx = self._initial_state(x, hx)
         impl = self._choose_impl(x)
-        if impl == "native":
-            output, finals = self._forward_native(x, hx, lengths)
+        if impl == "native":  # nothing around torch's kernel but the checks: the same graph as torch.nn's
+            output, h_n = self._forward_native(x, hx, lengths)
         else:
-            scan = self._kernel_scan if impl == "kernels" else self._reference_scan
+            hs = hx if self.mode == "LSTM" else (hx,)
+            states0 = [tuple(h[k] for h in hs) for k in range(hs[0].shape[0])]
+            kernels = impl == "kernels"
+            scan, project = (self._kernel_scan, linear_time_major) if kernels else (self._reference_scan, F.linear)
             output, finals = run_stack(
                 x, lengths, states0, self.num_layers, self.num_directions,
-                self._project, scan, self.dropout, self.training,
+                lambda layer, d, inp: project(inp, *self._input_weights(layer, d)), scan, self.dropout, self.training,
             )
+            h_n = tuple(torch.stack([f[i] for f in finals]) for i in range(len(hs)))
+            h_n = h_n if self.mode == "LSTM" else h_n[0]
         if not self.batch_first:
             output = output.transpose(0, 1)
-        h_n = torch.stack([f[0] for f in finals])
-        if self.mode == "LSTM":
-            return output, (h_n, torch.stack([f[1] for f in finals]))
         return output, h_n
 
     def _choose_impl(self, x: Tensor) -> str:
@@ -336,9 +350,9 @@ class _TorchCompatibleRNN(nn.Module):
             log.debug("%s: rnnlab.kernels unavailable, falling back to torch's native kernel", type(self).__name__)
         return "native"
 
-    def _project(self, layer: int, d: int, inp: Tensor) -> Tensor:
+    def _input_weights(self, layer: int, d: int) -> tuple[Tensor, Tensor | None]:
         w_ih, _, b_ih, _ = self._weights(layer, d)
-        return F.linear(inp, w_ih, b_ih)
+        return w_ih, b_ih
 
     def _reference_scan(self, layer: int, d: int, xw: Tensor, state0: tuple) -> tuple:
         _, w_hh, _, b_hh = self._weights(layer, d)
@@ -357,11 +371,8 @@ class _TorchCompatibleRNN(nn.Module):
         return (_kernels.rnn_scan(xw, state0[0], w_hh, b_hh, self.nonlinearity),)
 
     def _forward_native(self, x: Tensor, hx, lengths: Tensor | None):
-        """The whole stack in one call to torch's fused RNN kernel (what ``torch.nn.LSTM`` runs)."""
-        shape = (self.num_layers * self.num_directions, x.shape[0], self.hidden_size)
-        if hx is None:
-            zeros = x.new_zeros(shape)
-            hx = (zeros, zeros) if self.mode == "LSTM" else zeros
+        """The whole stack in one call to torch's fused RNN kernel (what ``torch.nn.LSTM`` runs) ->
+        ``(output, h_n)``, ``h_n`` a tuple ``(h_n, c_n)`` for LSTM."""
         fn = {"LSTM": torch._VF.lstm, "GRU": torch._VF.gru}.get(self.mode)
         if fn is None:
             fn = torch._VF.rnn_tanh if self.nonlinearity == "tanh" else torch._VF.rnn_relu
@@ -377,8 +388,7 @@ class _TorchCompatibleRNN(nn.Module):
             out_packed = nn.utils.rnn.PackedSequence(result[0], packed.batch_sizes, order, unorder)
             output, _ = nn.utils.rnn.pad_packed_sequence(out_packed, batch_first=True, total_length=x.shape[1])
             states = tuple(s.index_select(1, unorder) for s in result[1:])
-        finals = [tuple(s[k] for s in states) for k in range(shape[0])]
-        return output, finals
+        return output, (tuple(states) if self.mode == "LSTM" else states[0])
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, impl={self.impl!r}"
@@ -486,7 +496,7 @@ class CTRNN(nn.Module):
 
         def project(layer, d, inp):
             cell = self.cells[layer]
-            return F.linear(inp, cell.weight_ih, cell.bias)
+            return (linear_time_major if use_kernels else F.linear)(inp, cell.weight_ih, cell.bias)
 
         def scan(layer, d, xw, state0):
             cell = self.cells[layer]

@@ -10,8 +10,10 @@
 //   backward: per step only the dh recursion (one matmul with W_hh plus the gate derivatives);
 //             the weight gradients of all steps come afterwards as one GEMM each
 //             (dW_hh = sum_t dgates_t^T h_{t-1} over the stacked steps), and db as one sum.
-// States are kept time-major (T+1, B, H) with h0 at index 0, so h_{t-1} for every step is one
-// contiguous block and the weight-gradient GEMM needs no copy.
+// RNN, GRU, LSTM and CTRNN take and return time-major sequences (T, B, .), states (T+1, B, H) with
+// h0 at index 0: a step's rows are one contiguous block, the weight-gradient GEMM needs no copy, and
+// dxw goes back to the (time-major) input projection's GEMM as it is. minGRU and the linear scan
+// are batch-major (their rows are independent and run in parallel).
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 
@@ -43,7 +45,7 @@ static sgemm_fn find_sgemm() {
 namespace {
 
 constexpr int kTanh = 0, kRelu = 1, kSoftplus = 2;
-constexpr int64_t kVersion = 6;  // bump when a signature changes; kernels.py checks it
+constexpr int64_t kVersion = 7;  // bump when a signature changes; kernels.py checks it
 
 #ifdef RNNLAB_AVX2
 // exp for 8 floats, inlined (Cephes' expf: n = round(x / ln 2), degree-6 polynomial of the remainder,
@@ -147,11 +149,12 @@ void check(const Tensor& t, const char* name) {
 
 // ------------------------------------------------------------------------------------------
 // Elman RNN: h_t = act(xw_t + h_{t-1} W^T + b_hh)
+// Every sequence tensor here is time-major (T, B, .): a step's rows are one contiguous block.
 // ------------------------------------------------------------------------------------------
 
 Tensor rnn_forward(const Tensor& xw, const Tensor& h0, const Tensor& w, const Tensor& b, int64_t act) {
   check(xw, "xw"); check(h0, "h0"); check(w, "w_hh");
-  const int64_t B = xw.size(0), T = xw.size(1), H = xw.size(2);
+  const int64_t T = xw.size(0), B = xw.size(1), H = xw.size(2);
   Tensor S = at::empty({T + 1, B, H}, xw.options());
   S[0].copy_(h0);
   Tensor hw = at::empty({B, H}, xw.options());
@@ -159,22 +162,22 @@ Tensor rnn_forward(const Tensor& xw, const Tensor& h0, const Tensor& w, const Te
   const float* X = xw.data_ptr<float>();
   const float* bp = b.numel() ? b.data_ptr<float>() : nullptr;
   float* sp = S.data_ptr<float>();
-  const float* hwp = hw.data_ptr<float>();
+  float* hwp = hw.data_ptr<float>();
   for (int64_t t = 0; t < T; ++t) {
-    mm_wt(sp + t * B * H, wp, hw.data_ptr<float>(), B, H, H, 0.f);
+    mm_wt(sp + t * B * H, wp, hwp, B, H, H, 0.f);
+    const float* x = X + t * B * H;
     float* out = sp + (t + 1) * B * H;
     for_rows(B, H, [&](int64_t b0, int64_t b1) {
       for (int64_t r = b0; r < b1; ++r) {
-        const float* x = X + (r * T + t) * H;
-        const float* m = hwp + r * H;
+        const float *xr = x + r * H, *m = hwp + r * H;
         float* o = out + r * H;
         if (bp) {
           #pragma GCC ivdep
-          for (int64_t j = 0; j < H; ++j) o[j] = x[j] + m[j] + bp[j];
+          for (int64_t j = 0; j < H; ++j) o[j] = xr[j] + m[j] + bp[j];
         }
         else {
           #pragma GCC ivdep
-          for (int64_t j = 0; j < H; ++j) o[j] = x[j] + m[j];
+          for (int64_t j = 0; j < H; ++j) o[j] = xr[j] + m[j];
         }
         vact(o, H, act == kTanh ? kTanh : kRelu);
       }
@@ -183,13 +186,12 @@ Tensor rnn_forward(const Tensor& xw, const Tensor& h0, const Tensor& w, const Te
   return S;
 }
 
-// returns dxw (T,B,H time-major), dh0, dW, db
-std::vector<Tensor> rnn_backward(const Tensor& gout, const Tensor& S, const Tensor& w, int64_t act) {
-  check(gout, "grad"); check(S, "states");
-  check(w, "w_hh");
+// gout (T,B,H) -> D = dxw written into `D` (T,B,H; may be gout itself: each element is read before
+// it is written), returns dh0, dW, db
+std::vector<Tensor> rnn_backward(const Tensor& gout, const Tensor& D, const Tensor& S, const Tensor& w, int64_t act) {
+  check(gout, "grad"); check(D, "dxw"); check(S, "states"); check(w, "w_hh");
   const float* wp = w.data_ptr<float>();
   const int64_t T = S.size(0) - 1, B = S.size(1), H = S.size(2);
-  Tensor D = at::empty({T, B, H}, S.options());
   Tensor carry = at::zeros({B, H}, S.options());
   const float* G = gout.data_ptr<float>();
   const float* sp = S.data_ptr<float>();
@@ -197,25 +199,23 @@ std::vector<Tensor> rnn_backward(const Tensor& gout, const Tensor& S, const Tens
   const float* cp = carry.data_ptr<float>();
   for (int64_t t = T - 1; t >= 0; --t) {
     const float* y = sp + (t + 1) * B * H;
+    const float* g = G + t * B * H;
     float* d = dp + t * B * H;
     for_rows(B, H, [&](int64_t b0, int64_t b1) {
-      for (int64_t r = b0; r < b1; ++r) {
-        const float* g = G + (r * T + t) * H;
-        const float* c = cp + r * H;
-        const float* yr = y + r * H;
-        float* dr = d + r * H;
-        if (act == kTanh) for (int64_t j = 0; j < H; ++j) dr[j] = (g[j] + c[j]) * (1.f - yr[j] * yr[j]);
-        else {
-          #pragma GCC ivdep
-          for (int64_t j = 0; j < H; ++j) dr[j] = yr[j] > 0.f ? g[j] + c[j] : 0.f;
-        }
+      const int64_t lo = b0 * H, hi = b1 * H;  // the rows' elements are contiguous
+      if (act == kTanh) {
+        #pragma GCC ivdep
+        for (int64_t j = lo; j < hi; ++j) d[j] = (g[j] + cp[j]) * (1.f - y[j] * y[j]);
+      } else {
+        #pragma GCC ivdep
+        for (int64_t j = lo; j < hi; ++j) d[j] = y[j] > 0.f ? g[j] + cp[j] : 0.f;
       }
     });
     mm_w(d, wp, carry.data_ptr<float>(), B, H, H, 0.f);
   }
   Tensor dW = at::mm(D.view({T * B, H}).t(), S.narrow(0, 0, T).reshape({T * B, H}));
   Tensor db = D.view({T * B, H}).sum(0);
-  return {D, carry, dW, db};
+  return {carry, dW, db};
 }
 
 // ------------------------------------------------------------------------------------------
@@ -226,7 +226,7 @@ std::vector<Tensor> rnn_backward(const Tensor& gout, const Tensor& S, const Tens
 
 std::vector<Tensor> gru_forward(const Tensor& xw, const Tensor& h0, const Tensor& w, const Tensor& b) {
   check(xw, "xw"); check(h0, "h0"); check(w, "w_hh");
-  const int64_t B = xw.size(0), T = xw.size(1), H = xw.size(2) / 3;
+  const int64_t T = xw.size(0), B = xw.size(1), H = xw.size(2) / 3;
   Tensor S = at::empty({T + 1, B, H}, xw.options());
   S[0].copy_(h0);
   Tensor Gs = at::empty({T, B, 4 * H}, xw.options());
@@ -236,12 +236,12 @@ std::vector<Tensor> gru_forward(const Tensor& xw, const Tensor& h0, const Tensor
   const float* bp = b.numel() ? b.data_ptr<float>() : nullptr;
   float* sp = S.data_ptr<float>();
   float* gp = Gs.data_ptr<float>();
-  const float* hwp = hw.data_ptr<float>();
+  float* hwp = hw.data_ptr<float>();
   for (int64_t t = 0; t < T; ++t) {
-    mm_wt(sp + t * B * H, wp, hw.data_ptr<float>(), B, H, 3 * H, 0.f);
+    mm_wt(sp + t * B * H, wp, hwp, B, H, 3 * H, 0.f);
     for_rows(B, 4 * H, [&](int64_t b0, int64_t b1) {
       for (int64_t r = b0; r < b1; ++r) {
-        const float* x = X + (r * T + t) * 3 * H;
+        const float* x = X + (t * B + r) * 3 * H;
         const float* m = hwp + r * 3 * H;
         float* g = gp + (t * B + r) * 4 * H;
         float *rz = g, *z = g + H, *n = g + 2 * H, *hn = g + 3 * H;
@@ -275,10 +275,9 @@ std::vector<Tensor> gru_forward(const Tensor& xw, const Tensor& h0, const Tensor
   return {S, Gs};
 }
 
-// returns dxw (T,B,3H), dh0, dW (3H,H), db_hh (3H)
+// gout (T,B,H) -> dxw (T,B,3H), dh0, dW (3H,H), db_hh (3H)
 std::vector<Tensor> gru_backward(const Tensor& gout, const Tensor& S, const Tensor& Gs, const Tensor& w) {
-  check(gout, "grad"); check(S, "states"); check(Gs, "gates");
-  check(w, "w_hh");
+  check(gout, "grad"); check(S, "states"); check(Gs, "gates"); check(w, "w_hh");
   const float* wp = w.data_ptr<float>();
   const int64_t T = S.size(0) - 1, B = S.size(1), H = S.size(2);
   Tensor DX = at::empty({T, B, 3 * H}, S.options());
@@ -289,25 +288,23 @@ std::vector<Tensor> gru_backward(const Tensor& gout, const Tensor& S, const Tens
   const float* gp = Gs.data_ptr<float>();
   float* dxp = DX.data_ptr<float>();
   float* dhp = DHW.data_ptr<float>();
-  const float* cp = carry.data_ptr<float>();
-  float* ddp = carry.data_ptr<float>();  // dh_{t-1} starts as the direct path z * dh_t, in place
+  float* cp = carry.data_ptr<float>();  // dh_{t-1} starts as the direct path z * dh_t, in place
   for (int64_t t = T - 1; t >= 0; --t) {
     for_rows(B, 4 * H, [&](int64_t b0, int64_t b1) {
       for (int64_t r = b0; r < b1; ++r) {
-        const float* g = G + (r * T + t) * H;
-        const float* c = cp + r * H;
+        const float* g = G + (t * B + r) * H;
         const float* gs = gp + (t * B + r) * 4 * H;
         const float *rr = gs, *z = gs + H, *n = gs + 2 * H, *hn = gs + 3 * H;
         const float* hp = sp + (t * B + r) * H;
         float* dx = dxp + (t * B + r) * 3 * H;
         float* dh = dhp + (t * B + r) * 3 * H;
-        float* dd = ddp + r * H;
+        float* c = cp + r * H;
         #pragma GCC ivdep
         for (int64_t j = 0; j < H; ++j) {
           const float gh = g[j] + c[j];
           const float dn = gh * (1.f - z[j]);
           const float dz = gh * (hp[j] - n[j]);
-          dd[j] = gh * z[j];
+          c[j] = gh * z[j];
           const float dpn = dn * (1.f - n[j] * n[j]);
           const float dpr = dpn * hn[j] * rr[j] * (1.f - rr[j]);
           const float dpz = dz * z[j] * (1.f - z[j]);
@@ -316,7 +313,7 @@ std::vector<Tensor> gru_backward(const Tensor& gout, const Tensor& S, const Tens
         }
       }
     });
-    mm_w(dhp + t * B * 3 * H, wp, carry.data_ptr<float>(), B, 3 * H, H, 1.f);  // carry = direct + dhw W
+    mm_w(dhp + t * B * 3 * H, wp, cp, B, 3 * H, H, 1.f);  // carry = direct + dhw W
   }
   Tensor dW = at::mm(DHW.view({T * B, 3 * H}).t(), S.narrow(0, 0, T).reshape({T * B, H}));
   Tensor db = DHW.view({T * B, 3 * H}).sum(0);
@@ -331,7 +328,7 @@ std::vector<Tensor> gru_backward(const Tensor& gout, const Tensor& S, const Tens
 std::vector<Tensor> lstm_forward(const Tensor& xw, const Tensor& h0, const Tensor& c0, const Tensor& w,
                                  const Tensor& b) {
   check(xw, "xw"); check(h0, "h0"); check(c0, "c0"); check(w, "w_hh");
-  const int64_t B = xw.size(0), T = xw.size(1), H = xw.size(2) / 4;
+  const int64_t T = xw.size(0), B = xw.size(1), H = xw.size(2) / 4;
   Tensor S = at::empty({T + 1, B, H}, xw.options());
   Tensor C = at::empty({T + 1, B, H}, xw.options());
   S[0].copy_(h0);
@@ -349,7 +346,7 @@ std::vector<Tensor> lstm_forward(const Tensor& xw, const Tensor& h0, const Tenso
     mm_wt(sp + t * B * H, wp, hwp, B, H, 4 * H, 0.f);
     for_rows(B, 5 * H, [&](int64_t b0, int64_t b1) {
       for (int64_t r = b0; r < b1; ++r) {
-        const float* x = X + (r * T + t) * 4 * H;
+        const float* x = X + (t * B + r) * 4 * H;
         const float* m = hwp + r * 4 * H;
         float* g = gp + (t * B + r) * 5 * H;
         float *gi = g, *gf = g + H, *gg = g + 2 * H, *go = g + 3 * H, *tc = g + 4 * H;
@@ -378,17 +375,18 @@ std::vector<Tensor> lstm_forward(const Tensor& xw, const Tensor& h0, const Tenso
   return {S, C, Gs};
 }
 
-// grads of the h and c sequences (B,T,H) -> dxw (T,B,4H), dh0, dc0, dW (4H,H), db (4H)
+// grads of the h and c sequences (T,B,H; gc may be empty: no gradient) -> dxw (T,B,4H), dh0, dc0, dW (4H,H), db (4H)
 std::vector<Tensor> lstm_backward(const Tensor& gh, const Tensor& gc, const Tensor& S, const Tensor& C,
                                   const Tensor& Gs, const Tensor& w) {
-  check(gh, "grad h"); check(gc, "grad c"); check(S, "states"); check(Gs, "gates"); check(w, "w_hh");
+  check(gh, "grad h"); check(S, "states"); check(Gs, "gates"); check(w, "w_hh");
+  if (gc.numel()) check(gc, "grad c");
   const int64_t T = S.size(0) - 1, B = S.size(1), H = S.size(2);
   const float* wp = w.data_ptr<float>();
   Tensor D = at::empty({T, B, 4 * H}, S.options());
   Tensor carry_h = at::zeros({B, H}, S.options());
   Tensor carry_c = at::zeros({B, H}, S.options());
   const float* GH = gh.data_ptr<float>();
-  const float* GC = gc.data_ptr<float>();
+  const float* GC = gc.numel() ? gc.data_ptr<float>() : nullptr;
   const float* cp = C.data_ptr<float>();
   const float* gp = Gs.data_ptr<float>();
   float* dp = D.data_ptr<float>();
@@ -397,18 +395,22 @@ std::vector<Tensor> lstm_backward(const Tensor& gh, const Tensor& gc, const Tens
   for (int64_t t = T - 1; t >= 0; --t) {
     for_rows(B, 5 * H, [&](int64_t b0, int64_t b1) {
       for (int64_t r = b0; r < b1; ++r) {
-        const float* g_h = GH + (r * T + t) * H;
-        const float* g_c = GC + (r * T + t) * H;
+        const float* g_h = GH + (t * B + r) * H;
         const float* g = gp + (t * B + r) * 5 * H;
         const float *gi = g, *gf = g + H, *gg = g + 2 * H, *go = g + 3 * H, *tc = g + 4 * H;
         const float* cprev = cp + (t * B + r) * H;
         const float* ch = chp + r * H;
         float* cc = ccp + r * H;
+        if (GC) {
+          const float* g_c = GC + (t * B + r) * H;
+          #pragma GCC ivdep
+          for (int64_t j = 0; j < H; ++j) cc[j] += g_c[j];
+        }
         float* d = dp + (t * B + r) * 4 * H;
         #pragma GCC ivdep
         for (int64_t j = 0; j < H; ++j) {
           const float dh = g_h[j] + ch[j];
-          const float dc = g_c[j] + cc[j] + dh * go[j] * (1.f - tc[j] * tc[j]);
+          const float dc = cc[j] + dh * go[j] * (1.f - tc[j] * tc[j]);
           d[j] = dc * gg[j] * gi[j] * (1.f - gi[j]);
           d[H + j] = dc * cprev[j] * gf[j] * (1.f - gf[j]);
           d[2 * H + j] = dc * gi[j] * (1.f - gg[j] * gg[j]);
@@ -433,7 +435,7 @@ std::vector<Tensor> ctrnn_forward(const Tensor& xw, const Tensor& x0, const Tens
                                   const Tensor& noise) {
   check(xw, "xw"); check(x0, "x0"); check(w, "w_rec");
   if (noise.numel()) check(noise, "noise");
-  const int64_t B = xw.size(0), T = xw.size(1), H = xw.size(2);
+  const int64_t T = xw.size(0), B = xw.size(1), H = xw.size(2);
   Tensor Xs = at::empty({T + 1, B, H}, xw.options());
   Tensor Rs = at::empty({T + 1, B, H}, xw.options());
   Xs[0].copy_(x0);
@@ -446,83 +448,83 @@ std::vector<Tensor> ctrnn_forward(const Tensor& xw, const Tensor& x0, const Tens
   const float* N = noise.numel() ? noise.data_ptr<float>() : nullptr;
   float* xp = Xs.data_ptr<float>();
   float* rp = Rs.data_ptr<float>();
-  const float* mp = m.data_ptr<float>();
+  float* mp = m.data_ptr<float>();
   for (int64_t t = 0; t < T; ++t) {
-    mm_wt(rp + t * B * H, wp, m.data_ptr<float>(), B, H, H, 0.f);
+    mm_wt(rp + t * B * H, wp, mp, B, H, H, 0.f);
+    const int64_t o = t * B * H;  // step t's block in xw, noise, and (shifted by one step) in Xs, Rs
     for_rows(B, H, [&](int64_t b0, int64_t b1) {
-      for (int64_t r = b0; r < b1; ++r) {
-        const float* u = X + (r * T + t) * H;
-        const float* mm = mp + r * H;
-        const float* xo = xp + (t * B + r) * H;
-        float* xn = xp + ((t + 1) * B + r) * H;
-        float* rn = rp + ((t + 1) * B + r) * H;
+      const int64_t lo = b0 * H, hi = b1 * H;
+      const float *u = X + o, *xo = xp + o;
+      float *xn = xp + o + B * H, *rn = rp + o + B * H;
+      #pragma GCC ivdep
+      for (int64_t j = lo; j < hi; ++j) xn[j] = keep * xo[j] + a * (mp[j] + u[j]);
+      if (N) {
         #pragma GCC ivdep
-        for (int64_t j = 0; j < H; ++j) xn[j] = keep * xo[j] + a * (mm[j] + u[j]);
-        if (N) {
-          const float* nz = N + (r * T + t) * H;
-          #pragma GCC ivdep
-          for (int64_t j = 0; j < H; ++j) xn[j] += nz[j];
-        }
-        #pragma GCC ivdep
-        for (int64_t j = 0; j < H; ++j) rn[j] = xn[j];
-        vact(rn, H, static_cast<int>(act));
+        for (int64_t j = lo; j < hi; ++j) xn[j] += N[o + j];
       }
+      #pragma GCC ivdep
+      for (int64_t j = lo; j < hi; ++j) rn[j] = xn[j];
+      vact(rn + lo, hi - lo, static_cast<int>(act));
     });
   }
   return {Xs, Rs};
 }
 
-inline float dact(float x, float y, int act) {
-  if (act == kTanh) return 1.f - y * y;
-  if (act == kRelu) return x > 0.f ? 1.f : 0.f;
-  return x > 20.f ? 1.f : 1.f / (1.f + std::exp(-x));
+// f'(x) for the rows' elements [lo, hi), given x and y = f(x)
+inline void dact(const float* x, const float* y, float* out, int64_t lo, int64_t hi, int act) {
+  if (act == kTanh) {
+    #pragma GCC ivdep
+    for (int64_t j = lo; j < hi; ++j) out[j] = 1.f - y[j] * y[j];
+  } else if (act == kRelu) {
+    #pragma GCC ivdep
+    for (int64_t j = lo; j < hi; ++j) out[j] = x[j] > 0.f ? 1.f : 0.f;
+  } else {
+    for (int64_t j = lo; j < hi; ++j) out[j] = x[j] > 20.f ? 1.f : 1.f / (1.f + std::exp(-x[j]));
+  }
 }
 
-// grads of rates (B,T,H) and states (B,T,H) -> GX (T,B,H) = dL/dx_{t+1}, dx0, dW (unscaled by alpha: caller scales)
-std::vector<Tensor> ctrnn_backward(const Tensor& grates, const Tensor& gstates, const Tensor& Xs, const Tensor& Rs,
-                                   const Tensor& w, double alpha, int64_t act) {
-  check(grates, "grad rates"); check(gstates, "grad states");
-  check(w, "w_hh");
+// grads of rates and states (T,B,H; gstates may be empty: no gradient) -> D = dL/dxw = a dL/dx_{t+1},
+// written into `D` (T,B,H; may be grates itself: each element is read before it is written);
+// returns dx0, dW
+std::vector<Tensor> ctrnn_backward(const Tensor& grates, const Tensor& gstates, const Tensor& D, const Tensor& Xs,
+                                   const Tensor& Rs, const Tensor& w, double alpha, int64_t act) {
+  check(grates, "grad rates"); check(D, "dxw"); check(w, "w_rec");
+  if (gstates.numel()) check(gstates, "grad states");
   const float* wp = w.data_ptr<float>();
   const int64_t T = Xs.size(0) - 1, B = Xs.size(1), H = Xs.size(2);
-  Tensor GX = at::empty({T, B, H}, Xs.options());
-  Tensor m = at::zeros({B, H}, Xs.options());
+  // gx = dL/dx_{t+1} of the step after the current one (unscaled), m = gx W, fp = f'(x_{t+1})
+  Tensor gx = at::zeros({B, H}, Xs.options()), m = at::zeros({B, H}, Xs.options());
+  Tensor fp = at::empty({B, H}, Xs.options());
   const float a = static_cast<float>(alpha), keep = 1.f - a;
   const float* gR = grates.data_ptr<float>();
-  const float* gX = gstates.data_ptr<float>();
+  const float* gX = gstates.numel() ? gstates.data_ptr<float>() : nullptr;
   const float* xp = Xs.data_ptr<float>();
   const float* rp = Rs.data_ptr<float>();
-  float* gxp = GX.data_ptr<float>();
-  const float* mp = m.data_ptr<float>();
+  float* dp = D.data_ptr<float>();
+  float *gxp = gx.data_ptr<float>(), *mp = m.data_ptr<float>(), *fpp = fp.data_ptr<float>();
   for (int64_t t = T - 1; t >= 0; --t) {
-    const bool last = t == T - 1;
-    if (!last) mm_w(gxp + (t + 1) * B * H, wp, m.data_ptr<float>(), B, H, H, 0.f);
+    if (t < T - 1) mm_w(gxp, wp, mp, B, H, H, 0.f);
+    const int64_t o = t * B * H;
     for_rows(B, H, [&](int64_t b0, int64_t b1) {
-      for (int64_t r = b0; r < b1; ++r) {
-        const float* gr = gR + (r * T + t) * H;
-        const float* gx = gX + (r * T + t) * H;
-        const float* x = xp + ((t + 1) * B + r) * H;
-        const float* y = rp + ((t + 1) * B + r) * H;
-        const float* mm = mp + r * H;
-        const float* nxt = last ? nullptr : gxp + ((t + 1) * B + r) * H;
-        float* o = gxp + (t * B + r) * H;
-        #pragma GCC ivdep
-        for (int64_t j = 0; j < H; ++j) {
-          const float fp = dact(x[j], y[j], static_cast<int>(act));
-          o[j] = last ? gx[j] + fp * gr[j] : gx[j] + fp * (gr[j] + a * mm[j]) + keep * nxt[j];
-        }
+      const int64_t lo = b0 * H, hi = b1 * H;
+      dact(xp + o + B * H, rp + o + B * H, fpp, lo, hi, static_cast<int>(act));
+      const float* gr = gR + o;
+      float* d = dp + o;
+      #pragma GCC ivdep
+      for (int64_t j = lo; j < hi; ++j) {
+        const float g = fpp[j] * (gr[j] + a * mp[j]) + keep * gxp[j] + (gX ? gX[o + j] : 0.f);
+        gxp[j] = g;
+        d[j] = a * g;
       }
     });
   }
-  mm_w(gxp, wp, m.data_ptr<float>(), B, H, H, 0.f);
+  mm_w(gxp, wp, mp, B, H, H, 0.f);
   Tensor dx0 = at::empty({B, H}, Xs.options());
-  {
-    float* d = dx0.data_ptr<float>();
-    const float* g0 = gxp;
-    for (int64_t k = 0; k < B * H; ++k) d[k] = keep * g0[k] + dact(xp[k], rp[k], static_cast<int>(act)) * a * mp[k];
-  }
-  Tensor dW = at::mm(GX.view({T * B, H}).t(), Rs.narrow(0, 0, T).reshape({T * B, H}));
-  return {GX, dx0, dW};
+  dact(xp, rp, fpp, 0, B * H, static_cast<int>(act));
+  float* d0 = dx0.data_ptr<float>();
+  for (int64_t k = 0; k < B * H; ++k) d0[k] = keep * gxp[k] + fpp[k] * a * mp[k];
+  Tensor dW = at::mm(D.view({T * B, H}).t(), Rs.narrow(0, 0, T).reshape({T * B, H}));
+  return {dx0, dW};
 }
 
 // ------------------------------------------------------------------------------------------

@@ -14,8 +14,9 @@ For each (batch, steps, inputs, hidden) of the grid and each cell it times, forw
 
 For minGRU/minLSTM the peer is rnnlab's fused LSTM at the same sizes (``lstm_over_fused`` = how many
 times faster the min cell trains); the extra point (16, 1000, 32, 128) is there for that comparison.
-Repeats are interleaved path by path so a noisy machine slows every path alike; ratios are of
-medians from the same run.
+Repeats are interleaved path by path so a noisy machine slows every path alike, and each short call is
+timed right after an untimed call of the same path (see :func:`_measure`); ratios are of medians from
+the same run.
 """
 from __future__ import annotations
 
@@ -119,22 +120,43 @@ def floor_fns(batch, steps, inputs, hidden, gates, recurrent=True, device="cpu")
     return fwd, fwd_bwd
 
 
-def _measure(fns: dict, repeats: int, device, budget_s: float = 4.0) -> dict:
-    """Median seconds of each fn, repeats interleaved across fns; a fn slower than ``budget_s`` over its
-    first repeats stops early (at least 3 timings)."""
-    for fn in fns.values():  # warm-up (allocations, oneDNN primitive caches, keras build)
+WARM_BELOW_S = 0.1  # calls shorter than this are timed right after an untimed call of the same fn
+
+
+def _measure(fns: dict, repeats: int, device, budget_s: float = 4.0, min_s: float = 0.5) -> dict:
+    """Median seconds of each fn over interleaved rounds (each round calls every fn still sampling).
+
+    Every fn gets the same treatment. Each is warmed up once; a call shorter than ``WARM_BELOW_S``
+    is timed right after an untimed call of the same fn, so it starts from its own allocator and
+    cache state, as in a training loop, and not from what the fn before it left (a slow Python
+    reference path or Keras leaves a millisecond or two of page faults and cache misses, a visible
+    share of a 10 ms call). Each fn is timed ``repeats`` times; short ones go on, up to 8x
+    ``repeats``, until their timings add up to ``min_s`` (so the medians of 10-30 ms calls come from
+    20-50 timings); a fn whose timings pass ``budget_s`` stops at 3.
+    """
+    last = {}
+    for k, fn in fns.items():  # warm-up (allocations, oneDNN primitive caches, keras build)
+        start = time.perf_counter()
         fn()
         _sync(device)
+        last[k] = time.perf_counter() - start
     times = {k: [] for k in fns}
-    for _ in range(repeats):
-        for k, fn in fns.items():
-            if len(times[k]) >= 3 and sum(times[k]) > budget_s:
-                continue
+
+    def wanted(ts: list) -> bool:
+        if len(ts) >= 3 and sum(ts) > budget_s:
+            return False
+        return len(ts) < repeats or (sum(ts) < min_s and len(ts) < 8 * repeats)
+
+    while todo := [k for k in fns if wanted(times[k])]:
+        for k in todo:
+            if last[k] < WARM_BELOW_S:
+                fns[k]()
             _sync(device)
             start = time.perf_counter()
-            fn()
+            fns[k]()
             _sync(device)
-            times[k].append(time.perf_counter() - start)
+            last[k] = time.perf_counter() - start
+            times[k].append(last[k])
     return {k: statistics.median(v) for k, v in times.items()}
 
 
@@ -216,7 +238,8 @@ def register(subparsers) -> None:
                               description=__doc__.split("\n\n")[0])
     p.add_argument("--grid", nargs="*", default=None, metavar="B,T,I,H", help="grid points (default: the standard five)")
     p.add_argument("--cells", nargs="*", default=list(CELLS), choices=list(CELLS))
-    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--repeats", type=int, default=7,
+                   help="timings per path at least (short calls get more, until 0.5 s of them)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (cuDNN is then the torch peer)")
     p.add_argument("--no-keras", action="store_true", help="skip the Keras column")
     p.add_argument("--quick", action="store_true", help="one small grid point, 3 repeats")
