@@ -1,4 +1,5 @@
 """Forecasting: windows without leaks, metrics against hand-computed values, bad input, the CLI."""
+import dataclasses
 import json
 import subprocess
 import sys
@@ -29,9 +30,10 @@ def test_the_test_part_never_informs_training():
     split = chronological_split(series, lookback=config.lookback + series.season, horizon=config.horizon)
     poisoned = series.values.copy()
     poisoned[split.val_end:] = 1e9
-    a = forecast.Transform(series.values, split.train_end, True, 12)
-    b = forecast.Transform(poisoned, split.train_end, True, 12)
+    a = forecast.Transform(series.values, split.train_end, True, 12, season=12)
+    b = forecast.Transform(poisoned, split.train_end, True, 12, season=12)
     assert (a.scaler.mean, a.scaler.std) == (b.scaler.mean, b.scaler.std)
+    np.testing.assert_array_equal(a.profile, b.profile)
     za, zb = a.forward(series.values), b.forward(poisoned)
     xa, ya = windows(za, config.lookback, config.horizon, 12 + config.lookback, split.val_end)
     xb, yb = windows(zb, config.lookback, config.horizon, 12 + config.lookback, split.val_end)
@@ -45,6 +47,23 @@ def test_transform_inverse_reconstructs_the_series():
     z = t.forward(values)
     back = t.inverse(values[:45], z[45:60][None, :])[0]  # 15 steps: past one season, recursively
     np.testing.assert_allclose(back, values[45:60], rtol=1e-9)
+
+
+def test_seasonal_profile_recovers_a_planted_season_and_round_trips():
+    t = np.arange(120)
+    planted = np.array([3.0, 1, -1, -3, -2, 0, 2, 4, 1, -1, -2, -2])
+    planted -= planted.mean()
+    values = 50 + 0.3 * t + planted[t % 12]  # linear trend: the 2 x 12 moving average removes it exactly
+    np.testing.assert_allclose(forecast.seasonal_profile(values, 12), planted, atol=1e-9)
+    np.testing.assert_allclose(forecast.seasonal_profile(values[:-5], 12), planted, atol=1e-9)  # any phase at the end
+    assert np.ptp(np.diff(forecast.Transform(values, 80, False, 0, season=12).forward(values))) < 1e-9  # the trend left
+    values = values + np.sin(t / 7.0)  # not seasonal: differencing must not leave a constant (a zero scale)
+    for lag in (0, 12):
+        tr = forecast.Transform(values, 80, False, lag, season=12)
+        back = tr.inverse(values[:91], tr.forward(values)[91:110][None, :])[0]  # an origin at phase 7
+        np.testing.assert_allclose(back, values[91:110], rtol=1e-9)
+    with pytest.raises(RnnlabError, match="two seasons"):
+        forecast.seasonal_profile(values[:20], 12)
 
 
 def test_sqrt_transform_inverse_and_refusals():
@@ -76,6 +95,26 @@ def test_window_norm_makes_the_forecast_shift_equivariant():
     x = torch.randn(4, 10, 1)
     with torch.no_grad():
         assert torch.allclose(model(x + 5.0), model(x) + 5.0, atol=1e-5)
+    model = forecast.QuantileForecaster("gru", 8, 3, window_norm=True, inputs=3)  # phase channels are not shifted
+    x, shift = torch.randn(4, 10, 3), torch.tensor([5.0, 0.0, 0.0])
+    with torch.no_grad():
+        assert torch.allclose(model(x + shift), model(x) + 5.0, atol=1e-5)
+        assert not torch.allclose(model(x + 5.0), model(x) + 5.0, atol=1e-3)
+
+
+def test_phase_inputs_give_the_position_in_each_season():
+    series = load_builtin("taylor")  # a day (48) for the benchmark, a week (336) for the models
+    z = np.arange(len(series), dtype=np.float32)
+    config = forecast.Config(dataset="taylor", lookback=6, horizon=2, phase=False)
+    x, y = forecast.network_windows(z, series, config, 6, 30)
+    assert x.shape == (23, 6, 1) and (y[:, 0] == x[:, -1, 0] + 1).all()  # --no-phase: the series only
+    x, y = forecast.network_windows(z, series, dataclasses.replace(config, phase=True), 6, 400)
+    assert x.shape == (393, 6, 5)
+    t = x[..., 0].astype(int)
+    np.testing.assert_allclose(x[..., 1], np.sin(2 * np.pi * t / 48), atol=1e-6)
+    np.testing.assert_allclose(x[..., 4], np.cos(2 * np.pi * t / 336), atol=1e-6)
+    np.testing.assert_allclose(x[0, :, 1:3], x[48, :, 1:3], atol=1e-5)  # a day later: the same daily phase
+    assert not np.allclose(x[0, :, 3:], x[48, :, 3:], atol=1e-3)          # but not the same weekly phase
 
 
 def test_metrics_against_hand_computed_values():

@@ -2,12 +2,13 @@
 naive, auto-ARIMA and ETS, all scored by the same rolling-origin backtest.
 
 The path: series (from statsmodels / pmdarima, or a CSV) -> chronological split (train /
-validation / test = last 20%) -> transform fitted on the past only (optional log, differencing at
-the seasonal lag, standardisation on the training part) -> windows of ``lookback`` inputs and
-``horizon`` targets -> a recurrent network with a quantile head (10%, 50%, 90%) trained with the
-pinball loss, early-stopped on validation; with ``--select`` (default) the configured transform and
-the undifferenced, window-normalised alternative are both trained and the one with the lower MASE
-on the validation part is kept (per cell) -> the kept setting refitted on train+validation -> intervals
+validation / test = last 20%) -> transform fitted on the training part only (optional log or sqrt,
+optional removal of the seasonal profile, differencing at the seasonal lag, standardisation) ->
+windows of ``lookback`` inputs and ``horizon`` targets -> a recurrent network with a quantile head
+(10%, 50%, 90%) trained with the pinball loss, early-stopped on validation; with ``--select``
+(default) the configured transform and the alternatives of ``candidates`` (undifferenced and
+window-normalised, with and without the seasonal profile) are all trained and the one with the
+lower MASE on the validation part is kept (per cell) -> the kept setting refitted on train+validation -> intervals
 calibrated on validation (conformalised quantiles) -> rolling origins over the test part, stride =
 horizon -> MAE, RMSE, sMAPE, MASE, 80% coverage for every model -> table, JSON, PNG.
 """
@@ -74,7 +75,9 @@ class Config:
     learning_rate: float = 3e-3
     ensemble: int = 3
     window_norm: bool = False       # subtract each input window's mean (see QuantileForecaster)
-    select: bool = True             # also try undifferenced + window_norm; keep the lower validation MASE
+    deseason: bool = False          # subtract the training part's seasonal profile (see seasonal_profile)
+    phase: bool = True              # also give the network where in each season a point lies (see network_inputs)
+    select: bool = True             # also try the candidates(); keep the lower validation MASE
     baselines: bool = True
     seed: int = 0
 
@@ -107,20 +110,49 @@ def resolve(config: Config, series: Series) -> Config:
     return config
 
 
-class Transform:
-    """log or sqrt (optional) -> difference at lag m (optional) -> standardise (training part only)."""
+def seasonal_profile(z: np.ndarray, m: int) -> np.ndarray:
+    """The additive seasonal indices of classical decomposition: ``z`` minus its centred moving
+    average over one season (a 2 x m average for even m), averaged by phase ``t mod m`` and centred
+    to sum to zero. ``profile[t % m]`` is the seasonal part of point ``t``."""
+    weights = np.ones(m + 1 - m % 2)
+    if m % 2 == 0:
+        weights[0] = weights[-1] = 0.5
+    weights /= m
+    half = len(weights) // 2
+    if len(z) < len(weights) + m:
+        raise RnnlabError(f"deseasonalising needs at least two seasons ({len(weights) + m} points) before the "
+                          f"validation part, got {len(z)}; use --no-deseason")
+    detrended = z[half:len(z) - half] - np.convolve(z, weights, mode="valid")
+    phase = np.arange(half, len(z) - half) % m
+    profile = np.array([detrended[phase == k].mean() for k in range(m)])
+    return profile - profile.mean()
 
-    def __init__(self, values: np.ndarray, fit_end: int, log: bool, lag: int, sqrt: bool = False):
+
+class Transform:
+    """log or sqrt (optional) -> minus a seasonal profile (optional) -> difference at lag m (optional)
+    -> standardise. Everything is fitted on the training part only."""
+
+    def __init__(self, values: np.ndarray, fit_end: int, log: bool, lag: int, sqrt: bool = False, season: int = 0):
         if log and (values[:fit_end] <= 0).any():
             raise RnnlabError("log transform needs a positive series; use --no-log")
         if sqrt and (values[:fit_end] < 0).any():
             raise RnnlabError("sqrt transform needs a non-negative series; use --no-sqrt")
         self.log, self.sqrt, self.lag = log, sqrt, lag
+        self.profile = seasonal_profile(self._root(values[:fit_end]), season) if season > 1 else None
         z = self._pre(values)
         self.scaler = Scaler(z[lag:fit_end] if lag else z[:fit_end])
 
+    def _root(self, values):
+        return np.log(values) if self.log else np.sqrt(values) if self.sqrt else np.asarray(values, dtype=np.float64)
+
+    def _season(self, start: int, count: int) -> np.ndarray:
+        """The seasonal part of points ``start .. start + count - 1`` (zero without a profile)."""
+        if self.profile is None:
+            return np.zeros(count)
+        return self.profile[np.arange(start, start + count) % len(self.profile)]
+
     def _pre(self, values):
-        z = np.log(values) if self.log else np.sqrt(values) if self.sqrt else np.asarray(values, dtype=np.float64)
+        z = self._root(values) - self._season(0, len(values))
         if self.lag:
             d = np.full_like(z, np.nan)
             d[self.lag:] = z[self.lag:] - z[:-self.lag]
@@ -133,16 +165,48 @@ class Transform:
     def inverse(self, history: np.ndarray, scaled_future: np.ndarray) -> np.ndarray:
         """Forecasts on the original scale from the history before the origin and scaled outputs (..., h)."""
         d = self.scaler.inverse(scaled_future)
-        base = np.log(history) if self.log else np.sqrt(history) if self.sqrt else np.asarray(history, dtype=np.float64)
+        base = self._root(history) - self._season(0, len(history))
         if self.lag:  # z_{o+k} = z_{o+k-m} + d_{o+k}: from the history, then from earlier forecasts
             m, z = self.lag, np.empty_like(d)
             for k in range(d.shape[-1]):
                 z[..., k] = (base[len(base) - m + k] if k < m else z[..., k - m]) + d[..., k]
         else:
             z = d
+        z = z + self._season(len(history), d.shape[-1])
         if self.sqrt:
             return np.square(np.maximum(z, 0.0))  # a negative root means zero (monotone: quantiles keep order)
         return np.exp(z) if self.log else z
+
+
+def make_transform(series: Series, config: Config, fit_end: int) -> Transform:
+    """The transform ``config`` asks for, fitted on ``series.values[:fit_end]``."""
+    m = series.long_season
+    return Transform(series.values, fit_end, config.log, m if config.difference else 0, config.sqrt,
+                     season=m if config.deseason else 0)
+
+
+def phase_periods(series: Series, config: Config) -> list[int]:
+    """The seasonal periods whose phase the network reads (none without ``config.phase``)."""
+    return sorted({series.season, series.long_season} - {0, 1}) if config.phase else []
+
+
+def network_inputs(z: np.ndarray, index: np.ndarray, series: Series, config: Config) -> np.ndarray:
+    """What the network reads at time indices ``index`` (windows, ``(N, lookback)``): the transformed
+    series ``z``, then with ``config.phase`` the sine and cosine of ``2 pi t / m`` for each seasonal
+    period m of the series (time features, as DeepAR's), so the network need not infer from the
+    window's shape where in its year, day or week the forecast starts. ``(N, lookback, channels)``."""
+    channels = [z[index]]
+    for m in phase_periods(series, config):
+        angle = (2 * np.pi / m) * index
+        channels += [np.sin(angle), np.cos(angle)]
+    return np.stack(channels, axis=-1).astype(np.float32)
+
+
+def network_windows(z: np.ndarray, series: Series, config: Config, start: int, stop: int):
+    """Every training pair with its origin in ``[start, stop - horizon]`` (see ``windows``):
+    ``network_inputs`` of the lookback and the next ``horizon`` values of ``z``."""
+    index_x, index_y = windows(np.arange(len(z)), config.lookback, config.horizon, start, stop)
+    return network_inputs(z, index_x, series, config), z[index_y]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -153,9 +217,9 @@ class Transform:
 class QuantileForecaster(nn.Module):
     """Recurrent encoder of the lookback window -> (horizon, 3 quantiles) from the last state."""
 
-    def __init__(self, cell: str, hidden: int, horizon: int, window_norm: bool = False):
+    def __init__(self, cell: str, hidden: int, horizon: int, window_norm: bool = False, inputs: int = 1):
         super().__init__()
-        self.rnn = CELLS[cell](1, hidden)
+        self.rnn = CELLS[cell](inputs, hidden)
         self.head = nn.Linear(hidden, horizon * len(QUANTILES))
         self.horizon, self.window_norm = horizon, window_norm
 
@@ -163,8 +227,11 @@ class QuantileForecaster(nn.Module):
         # window_norm: the network sees the window minus its mean and forecasts the deviation from it
         # (the shift half of RevIN, Kim et al. 2022), so a level never seen in training (co2's growth
         # rate rising decade after decade) does not push the inputs out of the range it learned.
-        level = x.mean(dim=1, keepdim=True) if self.window_norm else None
-        out, _ = self.rnn(x - level if level is not None else x)
+        # Channel 0 is the series; any others are phase features, which are never shifted.
+        level = x[..., :1].mean(dim=1, keepdim=True) if self.window_norm else None
+        if level is not None:
+            x = torch.cat([x[..., :1] - level, x[..., 1:]], dim=-1)
+        out, _ = self.rnn(x)
         q = self.head(out[:, -1]).view(-1, self.horizon, len(QUANTILES))
         if level is not None:
             q = q + level
@@ -196,11 +263,11 @@ def _fit(cell, config, x, y, epochs, seed, val=None, callbacks=(), store: ModelS
     path = store.path(name) if name else None
     if path is not None and store.resume and path.is_file():
         state = load_checkpoint(path)
-        model = QuantileForecaster(cell, config.hidden, config.horizon, config.window_norm)
+        model = QuantileForecaster(cell, config.hidden, config.horizon, config.window_norm, x.shape[-1])
         load_model_weights(model, state["model"], path)
         return model, int(state["best_epoch"]), state["val_loss"]
     seed_everything(seed)
-    model = QuantileForecaster(cell, config.hidden, config.horizon, config.window_norm)
+    model = QuantileForecaster(cell, config.hidden, config.horizon, config.window_norm, x.shape[-1])
     trainer = Trainer(model, pinball_loss, learning_rate=config.learning_rate, clipnorm=1.0, seed=seed,
                       callbacks=list(callbacks))
     stopper = None
@@ -225,20 +292,20 @@ def train_rnn(cell: str, series: Series, config: Config, split, transform: Trans
     """
     z = transform.forward(series.values).astype(np.float32)
     start = transform.lag
-    xt, yt = windows(z, config.lookback, config.horizon, start + config.lookback, split.train_end)
-    xv, yv = windows(z, config.lookback, config.horizon, split.train_end, split.val_end)
-    xa, ya = windows(z, config.lookback, config.horizon, start + config.lookback, split.val_end)
+    xt, yt = network_windows(z, series, config, start + config.lookback, split.train_end)
+    xv, yv = network_windows(z, series, config, split.train_end, split.val_end)
+    xa, ya = network_windows(z, series, config, start + config.lookback, split.val_end)
     models, probes, val_preds, val_losses = [], [], [], []
-    tag = f"{cell}-{'diff' if config.difference else 'level'}{'-wn' if config.window_norm else ''}"
+    tag = f"{cell}-{variant_name(config)}"
     for member in range(config.ensemble):
         seed = config.seed * 100 + member
-        probe, best_epoch, val_loss = _fit(cell, config, xt[..., None], yt, config.epochs, seed, (xv[..., None], yv),
+        probe, best_epoch, val_loss = _fit(cell, config, xt, yt, config.epochs, seed, (xv, yv),
                                            callbacks, store, f"{tag}-{member}-probe")
         with torch.no_grad():
-            val_preds.append(probe(torch.from_numpy(xv[..., None])).numpy())
+            val_preds.append(probe(torch.from_numpy(xv)).numpy())
         val_losses.append(val_loss)
         probes.append(probe)
-        model, _, _ = _fit(cell, config, xa[..., None], ya, max(best_epoch, 5), seed, store=store, name=f"{tag}-{member}")
+        model, _, _ = _fit(cell, config, xa, ya, max(best_epoch, 5), seed, store=store, name=f"{tag}-{member}")
         models.append(model)
     q = np.mean(val_preds, 0)
     # conformity scores of the 80% band on validation (conformalised quantile regression)
@@ -257,16 +324,29 @@ def validation_mase(probes, series: Series, config: Config, transform: Transform
     return mase(actual.ravel(), median.ravel(), series.values[:split.train_end], series.season)
 
 
-def candidates(config: Config) -> list[Config]:
-    """The settings ``--select`` compares: the configured ones and the undifferenced series with
-    window normalisation (trend and level handled by the window mean instead of by differencing)."""
-    alternative = dataclasses.replace(config, difference=False, window_norm=True)
-    return [config] + ([alternative] if config.select and alternative != config else [])
+def candidates(config: Config, series: Series) -> list[Config]:
+    """The settings ``--select`` compares: the configured ones; the undifferenced series with window
+    normalisation (trend and level handled by the window mean instead of by differencing); and, for a
+    seasonal series, the same after removing the training part's seasonal profile (the network then
+    only follows the level, as in the hybrid of exponential smoothing and an RNN, Smyl 2020)."""
+    if not config.select:
+        return [config]
+    found = [config, dataclasses.replace(config, difference=False, window_norm=True)]
+    if series.long_season > 1:
+        found.append(dataclasses.replace(config, difference=False, window_norm=True, deseason=True))
+    return [c for i, c in enumerate(found) if c not in found[:i]]  # the configured one may be an alternative
+
+
+def variant_name(config: Config) -> str:
+    """``diff``/``level``, then ``-ds`` (deseasonalised), ``-wn`` (window-normalised) and ``-ph``
+    (phase inputs) when set."""
+    return (f"{'diff' if config.difference else 'level'}{'-ds' if config.deseason else ''}"
+            f"{'-wn' if config.window_norm else ''}{'-ph' if config.phase else ''}")
 
 
 def predict_rnn(models, series: Series, config: Config, transform: Transform, origins, margin: float):
     z = transform.forward(series.values).astype(np.float32)
-    x = np.stack([z[o - config.lookback:o] for o in origins])[..., None]
+    x = network_inputs(z, np.asarray(origins)[:, None] + np.arange(-config.lookback, 0), series, config)
     with torch.no_grad():
         q = np.mean([m(torch.from_numpy(x)).numpy() for m in models], 0)
     q[..., 0] -= margin
@@ -374,7 +454,7 @@ def run(config: Config, run_dir=None, callbacks=(), resume: bool = False) -> dic
     config = resolve(config, series)
     if config.horizon < 1 or config.lookback < 1:
         raise RnnlabError(f"horizon and lookback must be >= 1, got {config.horizon}, {config.lookback}")
-    variants = candidates(config)
+    variants = candidates(config, series)
     lag_of = lambda c: series.long_season if c.difference else 0  # noqa: E731
     split = chronological_split(series, lookback=config.lookback + max(map(lag_of, variants)), horizon=config.horizon)
     n, h, m, long_m = len(series), config.horizon, series.season, series.long_season
@@ -410,14 +490,14 @@ def run(config: Config, run_dir=None, callbacks=(), resume: bool = False) -> dic
         start = time.perf_counter()
         tried = []
         for variant in variants:  # each candidate trained and scored on validation; the test part stays unseen
-            transform = Transform(series.values, split.train_end, variant.log, lag_of(variant), variant.sqrt)
+            transform = make_transform(series, variant, split.train_end)
             models, probes, scores, val_loss = train_rnn(cell, series, variant, split, transform, callbacks,
                                                          ModelStore(run_dir, resume))
             tried.append((validation_mase(probes, series, variant, transform, split), variant, transform, models, scores))
         val_mase, variant, transform, models, scores = min(tried, key=lambda t: (np.nan_to_num(t[0], nan=np.inf)))
-        selection[cell] = {"difference": variant.difference, "window_norm": variant.window_norm,
-                           "val_mase": {f"difference={v.difference},window_norm={v.window_norm}": round(float(vm), 4)
-                                        for vm, v, *_ in tried}}
+        selection[cell] = {"kept": variant_name(variant), "difference": variant.difference,
+                           "deseason": variant.deseason, "window_norm": variant.window_norm,
+                           "val_mase": {variant_name(v): round(float(vm), 4) for vm, v, *_ in tried}}
         level = min(1.0, np.ceil(0.8 * (len(scores) + 1)) / len(scores))
         margin = float(np.quantile(scores, level))
         f, lo, hi = predict_rnn(models, series, variant, transform, origins, margin)
@@ -475,8 +555,7 @@ def print_results(summary: dict) -> None:
           f"{summary['origins']} origins (season {summary['season']})")
     print_table(rows, ["model", "mase", "mae", "rmse", "smape", "coverage80", "n"])
     for cell, chosen in summary.get("selection", {}).items():
-        print(f"{cell}: kept difference={chosen['difference']}, window_norm={chosen['window_norm']} "
-              f"(validation MASE {chosen['val_mase']})")
+        print(f"{cell}: kept {chosen['kept']} (validation MASE {chosen['val_mase']})")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -490,15 +569,15 @@ def build(config: Config, callbacks=(), run_dir=None):
     config = resolve(dataclasses.replace(config, model="lstm" if config.model == "all" else config.model), series)
     lag = series.long_season if config.difference else 0
     split = chronological_split(series, lookback=config.lookback + lag, horizon=config.horizon)
-    transform = Transform(series.values, split.train_end, config.log, lag, config.sqrt)
+    transform = make_transform(series, config, split.train_end)
     z = transform.forward(series.values).astype(np.float32)
-    xt, yt = windows(z, config.lookback, config.horizon, lag + config.lookback, split.train_end)
-    xv, yv = windows(z, config.lookback, config.horizon, split.train_end, split.val_end)
+    xt, yt = network_windows(z, series, config, lag + config.lookback, split.train_end)
+    xv, yv = network_windows(z, series, config, split.train_end, split.val_end)
     seed_everything(config.seed)
-    model = QuantileForecaster(config.model, config.hidden, config.horizon, config.window_norm)
+    model = QuantileForecaster(config.model, config.hidden, config.horizon, config.window_norm, xt.shape[-1])
     trainer = Trainer(model, pinball_loss, learning_rate=config.learning_rate, clipnorm=1.0, seed=config.seed,
                       callbacks=list(callbacks), run_dir=run_dir, config=dataclasses.asdict(config))
-    return trainer, (xt[..., None], yt), (xv[..., None], yv)
+    return trainer, (xt, yt), (xv, yv)
 
 
 def objective(config: Config, callbacks=()) -> float:
@@ -519,13 +598,14 @@ def explain_inputs(checkpoint, input_spec: str | None) -> dict:
     config = resolve(config, series)
     lag = series.long_season if config.difference else 0
     split = chronological_split(series, lookback=config.lookback + lag, horizon=config.horizon)
-    model = QuantileForecaster(state["cell"], config.hidden, config.horizon, config.window_norm)
+    model = QuantileForecaster(state["cell"], config.hidden, config.horizon, config.window_norm,
+                               1 + 2 * len(phase_periods(series, config)))
     load_model_weights(model, state["model"], checkpoint)
     origin = int(state["test_start"]) if not input_spec else int(input_spec)
     if not config.lookback + lag <= origin <= len(series):
         raise RnnlabError(f"--input must be an origin in [{config.lookback + lag}, {len(series)}], got {origin}")
-    z = Transform(series.values, split.train_end, config.log, lag, config.sqrt).forward(series.values).astype(np.float32)
-    x = torch.from_numpy(z[origin - config.lookback:origin].copy()).view(1, -1, 1)
+    z = make_transform(series, config, split.train_end).forward(series.values).astype(np.float32)
+    x = torch.from_numpy(network_inputs(z, np.arange(origin - config.lookback, origin)[None], series, config))
     return {"model": model, "forward": lambda inp: model(inp)[:, 0, :], "target": 1, "x": x, "baseline": "mean",
             "inputs": x[..., 0], "step_labels": list(range(origin - config.lookback, origin)),
             "title": f"{series.name}: past points driving the next-step median forecast ({state['cell']})"}
