@@ -104,6 +104,8 @@ def resolve(config: Config, series: Series) -> Config:
                                  sqrt=bool(d.get("sqrt", False)) if config.sqrt is None else config.sqrt)
     if config.log and config.sqrt:
         raise RnnlabError("choose one of --log and --sqrt, not both")
+    if config.phase and not phase_periods(series, config):  # no season (nile): nothing to give, say so in names
+        config = dataclasses.replace(config, phase=False)
     if config.epochs == Config.epochs and "epochs" in d:  # dataset-specific budget unless the user chose one
         config = dataclasses.replace(config, epochs=d["epochs"], patience=d.get("patience", config.patience),
                                      ensemble=d.get("ensemble", config.ensemble))
