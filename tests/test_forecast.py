@@ -62,6 +62,8 @@ def test_seasonal_profile_recovers_a_planted_season_and_round_trips():
         tr = forecast.Transform(values, 80, False, lag, season=12)
         back = tr.inverse(values[:91], tr.forward(values)[91:110][None, :])[0]  # an origin at phase 7
         np.testing.assert_allclose(back, values[91:110], rtol=1e-9)
+    co2 = forecast.seasonal_profile(load_builtin("co2").values[:300], 12)
+    assert abs(co2.sum()) < 1e-9 and co2.argmax() in (1, 2, 3)  # centred; the peak in Apr-Jun (t = 0 is March)
     with pytest.raises(RnnlabError, match="two seasons"):
         forecast.seasonal_profile(values[:20], 12)
 
