@@ -10,7 +10,8 @@ import torch
 
 from rnnlab.data.text import CharVocab, clean_play, file_split
 from rnnlab.errors import RnnlabError
-from rnnlab.tasks.generate import CharLM, Config, evaluate_text, generate, tbptt_layout
+from rnnlab.tasks.generate import (CharLM, Config, chunk_nats_dynamic, dynamic_evaluate, evaluate_text, generate,
+                                   tbptt_layout)
 from rnnlab.train import Trainer
 
 TEXT = "To be, or not to be, that is the question:\nWhether 'tis nobler in the mind to suffer\n" * 4
@@ -125,6 +126,44 @@ def test_training_lowers_bpc():
     assert evaluate_text(trainer, ids, config)["bpc"] < 0.6 * before
 
 
+# -- dynamic evaluation ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_dynamic_evaluation_with_no_steps_is_the_static_score(cell):
+    vocab = CharVocab.build(TEXT)
+    ids = vocab.encode(TEXT)
+    ids = ids[:(len(ids) - 1) // 9 * 9 + 1]  # whole chunks: the static layout drops a last partial one
+    model = _model(vocab, cell)
+    static = evaluate_text(Trainer(model, "cross_entropy"), ids, Config(eval_streams=1, bptt=9))
+    assert dynamic_evaluate(model, ids, 9, lr=0.0)["nats_per_char"] == pytest.approx(static["nats_per_char"], abs=1e-6)
+
+
+def test_dynamic_evaluation_scores_each_chunk_before_learning_from_it():
+    vocab = CharVocab.build(TEXT)
+    ids = vocab.encode(TEXT * 2)
+    model = _model(vocab)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    static = chunk_nats_dynamic(model, ids, 10, lr=0.0)
+    dynamic = chunk_nats_dynamic(model, ids, 10, lr=2.0)
+    # The first chunk is predicted by the trained weights alone: a step taken before scoring it would
+    # have seen its own characters.
+    assert dynamic[0] == pytest.approx(static[0], abs=1e-5)
+    # Later chunks are scored by adapted weights; on a text that repeats itself they are much better.
+    assert abs(dynamic[1] - static[1]) > 1e-3
+    assert dynamic.sum() < 0.8 * static.sum()
+    # The model's own weights are left as they were.
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_dynamic_evaluation_refuses_bad_settings():
+    vocab = CharVocab.build(TEXT)
+    model = _model(vocab)
+    with pytest.raises(RnnlabError, match="learning rate >= 0"):
+        dynamic_evaluate(model, vocab.encode(TEXT), 8, lr=-1.0)
+    with pytest.raises(RnnlabError, match="at least 2 characters"):
+        dynamic_evaluate(model, vocab.encode("a"), 8, lr=0.1)
+
+
 # -- sampling --------------------------------------------------------------------------------------
 
 def test_sampling_is_reproducible_and_temperature_zero_is_argmax():
@@ -180,6 +219,14 @@ def test_train_on_chinese_text_then_sample(tmp_path):
     sample = _cli("sample", "--checkpoint", metrics["checkpoint"], "--prompt", "明月", "--length", "20")
     assert sample.returncode == 0, sample.stderr
     assert sample.stdout.startswith("明月") and len(sample.stdout.strip()) == 22
+    # Re-scoring the checkpoint: static (0) and dynamic; an adapting network learns the repeated poems.
+    scored = _cli("eval", "--checkpoint", metrics["checkpoint"], "--split", "test", "--adapt-lr", "0,1", "--json")
+    assert scored.returncode == 0, scored.stderr
+    static, dynamic = json.loads(scored.stdout)
+    assert static["bpc"] == pytest.approx(metrics["test_bpc"], abs=0.05) and dynamic["bpc"] < static["bpc"]
+    bad = _cli("eval", "--checkpoint", metrics["checkpoint"], "--adapt-lr", "fast")
+    assert bad.returncode != 0 and "--adapt-lr expects comma-separated numbers" in bad.stderr
+    assert "Traceback" not in bad.stderr
 
 
 def test_sample_refuses_a_missing_or_foreign_checkpoint(tmp_path):

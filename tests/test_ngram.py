@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from rnnlab.errors import RnnlabError
-from rnnlab.metrics.ngram import KneserNey
+from rnnlab.metrics.ngram import KneserNey, adaptive_baseline, cache_probs
 from rnnlab.metrics.text import text_metrics
 
 
@@ -114,3 +114,26 @@ def test_bad_input_names_expected_and_given(call, words):
         call()
     for w in words:
         assert w in str(e.value)
+
+
+def test_cache_probabilities_by_hand():
+    # Order 1, V = 2, text "0 0 0": nothing read yet -> 1/2; then (c + T/V) / (n + T) with T = 1 type seen.
+    assert cache_probs(np.array([0, 0, 0]), 1, 2) == pytest.approx([0.5, (1 + 0.5) / 2, (2 + 0.5) / 3])
+
+
+def test_cache_is_a_distribution_and_reads_only_the_past():
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, 4, 40)
+    total = sum(cache_probs(np.r_[ids, w], 3, 4)[-1] for w in range(4))
+    assert total == pytest.approx(1.0)
+    # The probability at t is the same whatever follows t.
+    assert cache_probs(ids, 3, 4)[:30] == pytest.approx(cache_probs(ids[:30], 3, 4))
+
+
+def test_adaptive_baseline_learns_a_text_the_training_never_had():
+    train = np.tile([0, 1, 2, 3], 50)
+    held_out = np.tile([3, 2, 1, 0, 0], 40)   # a new pattern, repeated
+    model = KneserNey(3, 4).fit(train).tune(held_out)
+    adaptive = adaptive_baseline(model, held_out, held_out)
+    assert adaptive["cache_weight"] > 0.5
+    assert adaptive["test"]["bpc"] < 0.5 * model.score(held_out)["bpc"]

@@ -10,7 +10,9 @@ Data -> model -> fit -> evaluate against a baseline -> sample, top to bottom:
   edge, the state does not); gradient clipping, per-batch cosine learning-rate decay, best-validation checkpoint;
 * evaluate: nats per character, bits per character and perplexity from one function
   (:func:`rnnlab.metrics.text.text_metrics`), against an interpolated Kneser-Ney character n-gram
-  model fitted on the same training text (:mod:`rnnlab.metrics.ngram`);
+  model fitted on the same training text (:mod:`rnnlab.metrics.ngram`); with static weights, and by
+  dynamic evaluation (the network keeps learning the play it reads, each chunk scored before it is
+  learned from);
 * sample: :func:`generate` reads the prompt once, then runs one step at a time carrying the state.
 """
 from __future__ import annotations
@@ -53,6 +55,8 @@ class Config:
     epochs: int = 4
     learning_rate: float = 2e-3     # cosine-decayed per batch to 5% of it over all epochs
     eval_streams: int = 8           # validation/test are read as this many streams, state carried
+    adapt_lr: float = 0.1           # dynamic evaluation: an SGD step on each scored chunk (0 = static weights;
+                                    # 0.1 chosen on the validation plays, see docs/generation.md)
     clipnorm: float = 1.0
     max_minutes: float = 28.0       # training stops after this (the epoch in progress is still scored)
     max_chars: int = 0              # use only the first N training characters (0: all)
@@ -239,17 +243,28 @@ def train(config: Config, run_dir: Path, verbose: int = 1, resume: bool = False)
     from rnnlab.train.checkpoint import load_checkpoint, load_model_weights
 
     load_model_weights(model, load_checkpoint(best)["model"], best)
-    scores = {name: evaluate_text(trainer, ids[name], config) for name in ("val", "test")}
+    static = {name: evaluate_text(trainer, ids[name], config) for name in ("val", "test")}
+    scores = ({name: dynamic_evaluate(model, ids[name], config.bptt, config.adapt_lr,
+                                      f"dynamic evaluation, {name}" if verbose == 1 else "") for name in ("val", "test")}
+              if config.adapt_lr > 0 else static)
     metrics = {"test_bpc": scores["test"]["bpc"], "val_bpc": scores["val"]["bpc"],
+               "evaluation": "dynamic" if config.adapt_lr > 0 else "static",
+               "test_bpc_static": static["test"]["bpc"], "val_bpc_static": static["val"]["bpc"],
                "test_nats_per_char": scores["test"]["nats_per_char"],
                "test_perplexity": scores["test"]["perplexity"],
                "chars_per_s": limit.batches * config.batch_size * config.bptt / train_s,
                "train_minutes": train_s / 60, "epochs": epochs_run, "stopped_by_time_limit": limit.stopped_early,
                "vocab_size": len(vocab), "train_chars": len(ids["train"]), "source": split.source}
     if config.ngram_order:
-        ngram = ngram_baseline(ids["train"], ids["val"], ids["test"], config.ngram_order, len(vocab))
+        # With dynamic evaluation the network adapts to the text it reads; the fair n-gram does too (a cache).
+        ngram = ngram_baseline(ids["train"], ids["val"], ids["test"], config.ngram_order, len(vocab),
+                               adaptive=config.adapt_lr > 0)
         metrics.update({"ngram_order": config.ngram_order, "ngram_test_bpc": ngram["test"]["bpc"],
                         "ngram_val_bpc": ngram["val"]["bpc"]})
+        if "adaptive" in ngram:
+            metrics.update({"ngram_cache_test_bpc": ngram["adaptive"]["test"]["bpc"],
+                            "ngram_cache_val_bpc": ngram["adaptive"]["val"]["bpc"],
+                            "ngram_cache_weight": ngram["adaptive"]["cache_weight"]})
     sample = generate(model, vocab, _default_prompt(split), config.sample_length, temperature=0.8, seed=config.seed,
                       prime=priming_text(train_text))
     (run_dir / "sample.txt").write_text(sample, encoding="utf-8")
@@ -277,6 +292,54 @@ def evaluate_text(trainer: Trainer, ids: np.ndarray, config: Config) -> dict:
     return text_metrics(nats * y.numel(), y.numel())
 
 
+def dynamic_evaluate(model: CharLM, ids: np.ndarray, bptt: int, lr: float, progress: str = "") -> dict:
+    """Nats, bits per character and perplexity by dynamic evaluation; the model's weights are left as they were.
+
+    Dynamic evaluation (Mikolov et al. 2010; Krause et al. 2018, "Dynamic Evaluation of Neural
+    Sequence Models"): the text is read once, in order, as one stream with the state carried; each
+    ``bptt``-character chunk is scored with the current weights and only then used for one SGD step
+    (``lr``), so every character is predicted from the characters before it and nothing after it.
+    A held-out play brings its own names and turns of phrase; the network learns them as it reads,
+    the way the n-gram cannot. One stream, not several, because a step taken on one stream's chunk
+    would carry text from later in the play into another stream's earlier prediction.
+    ``progress``: a label for a progress bar on stderr (empty: none).
+    """
+    nats = chunk_nats_dynamic(model, ids, bptt, lr, progress)
+    return text_metrics(float(nats.sum()), len(ids) - 1)
+
+
+def chunk_nats_dynamic(model: CharLM, ids: np.ndarray, bptt: int, lr: float, progress: str = "") -> np.ndarray:
+    """Summed nats of every ``bptt`` chunk of ``ids[1:]`` under dynamic evaluation (see :func:`dynamic_evaluate`)."""
+    if lr < 0:
+        raise RnnlabError(f"dynamic evaluation needs a learning rate >= 0, got {lr}")
+    ids = torch.as_tensor(np.asarray(ids), dtype=torch.long)
+    if len(ids) < 2:
+        raise RnnlabError(f"dynamic evaluation needs a text of at least 2 characters, got {len(ids)}")
+    saved = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    was_training = model.training
+    model.eval()  # no dropout while scoring; the SGD steps below still adapt the weights
+    params = [p for p in model.parameters() if p.requires_grad]
+    out, state = [], None
+    from tqdm.auto import tqdm
+
+    starts = range(0, len(ids) - 1, bptt)
+    try:
+        for start in tqdm(starts, desc=progress, disable=not progress, file=sys.stderr, leave=False, dynamic_ncols=True):
+            x, y = ids[start:start + bptt], ids[start + 1:start + bptt + 1]
+            logits, state = model.step(x[:len(y)].unsqueeze(0), state)
+            loss = nn.functional.cross_entropy(logits[0].float(), y, reduction="sum")
+            out.append(loss.item())          # scored before the weights see this chunk
+            state = _detach(state)
+            if lr > 0:
+                grads = torch.autograd.grad(loss / len(y), params)
+                with torch.no_grad():
+                    torch._foreach_add_(params, grads, alpha=-lr)
+    finally:
+        model.load_state_dict(saved)
+        model.train(was_training)
+    return np.array(out)
+
+
 def _default_prompt(split: TextSplit) -> str:
     return "ROMEO\n" if split.source == "shakespeare" else split.test[:20]
 
@@ -291,10 +354,17 @@ def plot_curves(history: dict, metrics: dict, path: Path) -> None:
     epochs = np.arange(1, len(history["loss"]) + 1)
     ax.plot(epochs, np.array(history["loss"]) / math.log(2), "o-", label="train (running mean)")
     ax.plot(epochs, np.array(history["val_loss"]) / math.log(2), "o-", label="validation plays")
-    ax.axhline(metrics["test_bpc"], color="C2", ls="--", label=f"test plays, best model: {metrics['test_bpc']:.3f}")
+    ax.axhline(metrics["test_bpc_static"], color="C2", ls="--",
+               label=f"test plays, best model: {metrics['test_bpc_static']:.3f}")
+    if metrics["evaluation"] == "dynamic":
+        ax.axhline(metrics["test_bpc"], color="C2", ls="-.",
+                   label=f"  ... by dynamic evaluation: {metrics['test_bpc']:.3f}")
     if "ngram_test_bpc" in metrics:
         ax.axhline(metrics["ngram_test_bpc"], color="C3", ls=":",
                    label=f"Kneser-Ney {metrics['ngram_order']}-gram, test: {metrics['ngram_test_bpc']:.3f}")
+    if "ngram_cache_test_bpc" in metrics:
+        ax.axhline(metrics["ngram_cache_test_bpc"], color="C4", ls=":",
+                   label=f"  ... with a cache of the text read: {metrics['ngram_cache_test_bpc']:.3f}")
     ax.set_xlabel("epoch")
     ax.set_ylabel("bits per character")
     ax.set_title("character language model")
@@ -320,7 +390,7 @@ def load_for_sampling(checkpoint: str | Path) -> tuple[CharLM, CharVocab, Config
 # -- command line --------------------------------------------------------------------------------
 
 DRY_RUN = dict(hidden=32, embedding=16, bptt=32, batch_size=8, eval_streams=4, epochs=1, max_chars=20_000, ngram_order=3,
-               sample_length=60)
+               sample_length=60, adapt_lr=0.0)  # static: dynamic evaluation reads val and test one chunk at a time
 
 
 def demo(run_dir: Path) -> dict:
@@ -344,8 +414,20 @@ def register(subparsers) -> None:
                                    "validation/test bits per character against an interpolated Kneser-Ney n-gram.",
                        epilog="Example: rnnlab generate train --json   |   rnnlab generate train --text my.txt --epochs 3")
     add_config_arguments(t, Config)
-    add_run_arguments(t, json_help='print only {"test_bpc", "val_bpc", "ngram_test_bpc", "chars_per_s", ...}')
+    add_run_arguments(t, json_help='print only {"test_bpc", "test_bpc_static", "val_bpc", "ngram_test_bpc", '
+                                   '"ngram_cache_test_bpc", "chars_per_s", ...}')
     t.set_defaults(func=_train)
+    e = sub.add_parser("eval", help="score a checkpoint on the validation or test text, static and dynamic",
+                       description="Bits per character of a trained checkpoint on its validation or test text: with "
+                                   "the weights as trained (adapt-lr 0) and by dynamic evaluation at each given "
+                                   "learning rate (choose it on the validation text).",
+                       epilog="Example: rnnlab generate eval --checkpoint runs/generate/.../checkpoints/best.safetensors "
+                              "--split val --adapt-lr 0,0.05,0.1,0.15")
+    e.add_argument("--checkpoint", required=True, help="a checkpoint written by 'rnnlab generate train'")
+    e.add_argument("--split", choices=("val", "test"), default="val", help="which held-out text to read (default val)")
+    e.add_argument("--adapt-lr", default="0,0.1", help="comma-separated dynamic-evaluation learning rates; 0 = static")
+    e.add_argument("--json", action="store_true", help='print only [{"adapt_lr", "bpc", "nats_per_char"}, ...]')
+    e.set_defaults(func=_eval)
     s = sub.add_parser("sample", help="write text from a trained checkpoint",
                        epilog='Example: rnnlab generate sample --checkpoint runs/generate/.../checkpoints/best.safetensors '
                               '--prompt "ROMEO:" --length 500 --temperature 0.8')
@@ -369,18 +451,42 @@ def _train(args) -> int:
     if args.json:
         print(json.dumps(metrics))
         return 0
-    print_table([{k: metrics[k] for k in ("test_bpc", "val_bpc", "ngram_test_bpc", "chars_per_s", "train_minutes")
-                  if k in metrics}])
+    print_table([{k: metrics[k] for k in ("test_bpc", "test_bpc_static", "val_bpc", "ngram_test_bpc",
+                                          "ngram_cache_test_bpc", "chars_per_s", "train_minutes") if k in metrics}])
+    print(f"(test_bpc, val_bpc: {metrics['evaluation']} evaluation; test_bpc_static: the trained weights unchanged; "
+          f"ngram_cache: Kneser-Ney mixed with a cache of the text read so far)")
     print(f"\nsample (temperature 0.8):\n{sample}\n")
     print(f"run folder: {run_dir}\ncheckpoint: {metrics['checkpoint']}")
     return 0
 
 
-def _sample(args) -> int:
-    path = Path(args.checkpoint)
+def _checkpoint_path(value: str) -> Path:
+    path = Path(value)
     if not path.is_file():
         raise RnnlabError(f"--checkpoint expects a file written by 'rnnlab generate train', got {str(path)!r} (not a file)")
-    model, vocab, _, prime = load_for_sampling(path)
+    return path
+
+
+def _eval(args) -> int:
+    try:
+        rates = [float(v) for v in args.adapt_lr.split(",")]
+    except ValueError:
+        raise RnnlabError(f"--adapt-lr expects comma-separated numbers such as 0,0.1, got {args.adapt_lr!r}") from None
+    model, vocab, config, _ = load_for_sampling(_checkpoint_path(args.checkpoint))
+    ids = vocab.encode(getattr(load_split(config), args.split))
+    rows = []
+    for lr in rates:
+        scores = dynamic_evaluate(model, ids, config.bptt, lr, "" if args.json else f"{args.split}, adapt-lr {lr:g}")
+        rows.append({"adapt_lr": lr, "bpc": scores["bpc"], "nats_per_char": scores["nats_per_char"]})
+        if not args.json:
+            print(f"{args.split}: adapt-lr {lr:g}: {scores['bpc']:.4f} bpc", flush=True)
+    if args.json:
+        print(json.dumps(rows))
+    return 0
+
+
+def _sample(args) -> int:
+    model, vocab, _, prime = load_for_sampling(_checkpoint_path(args.checkpoint))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         text = generate(model, vocab, args.prompt, args.length, args.temperature, args.top_k, args.top_p, args.seed,
