@@ -117,6 +117,56 @@ def test_constraints_force_required_tokens_and_forbid_banned_ones(beam):
     assert all(7 not in seq for seq in free) and any(9 in seq for seq in free)  # the rules did the work
 
 
+def test_repeated_ngrams_bans_exactly_the_token_that_would_repeat_an_ngram():
+    from rnnlab.seq2seq import repeated_ngrams
+
+    history = torch.tensor([[BOS, 5, 6, 7, 5, 6],     # "5 6" was followed by 7: 7 would repeat "5 6 7"
+                            [BOS, 5, 6, 7, 8, 9]])    # no repeated bigram yet: nothing banned
+    banned = repeated_ngrams(history, 3, 12)
+    assert banned[0].nonzero().flatten().tolist() == [7]
+    assert not banned[1].any()
+    assert repeated_ngrams(history, 2, 12)[0].nonzero().flatten().tolist() == [7]  # "6" was followed by 7
+    assert repeated_ngrams(history, 1, 12)[1].nonzero().flatten().tolist() == [BOS, 5, 6, 7, 8, 9]  # no token twice
+    assert not repeated_ngrams(history[:, :2], 3, 12).any()  # history shorter than n
+
+
+def _repeats(seq, n):
+    grams = [tuple(seq[i:i + n]) for i in range(len(seq) - n + 1)]
+    return len(grams) != len(set(grams))
+
+
+@pytest.mark.parametrize("beam", [0, 3])
+def test_no_repeat_ngram_stops_decoding_loops(beam):
+    model = _model()
+    with torch.no_grad():
+        model.out.bias[EOS] -= 50.0  # never finish: an untrained decoder then loops
+    src, lengths = _batch()
+    decode = (lambda **kw: greedy(model, src, lengths, 25, **kw)) if beam == 0 else \
+        (lambda **kw: beam_search(model, src, lengths, beam, 25, **kw))
+    assert any(_repeats(seq, 3) for seq in decode())  # the loops are there without the rule
+    blocked = decode(no_repeat_ngram=3)
+    assert all(len(seq) == 25 and not _repeats(seq, 3) for seq in blocked)
+
+
+def test_training_keeps_the_mean_of_the_last_epochs_weights(tmp_path):
+    from rnnlab.tasks.translate import Config, average_weights, fit_model
+    from rnnlab.train.checkpoint import load_checkpoint
+
+    src, lengths = _batch()
+    tgt = torch.randint(4, 25, (5, 4))
+    tgt_in, tgt_out = torch.cat([torch.full((5, 1), BOS), tgt], 1), torch.cat([tgt, torch.full((5, 1), EOS)], 1)
+    data = {part: ((src, lengths, tgt_in), tgt_out) for part in ("train", "val")}
+    model = _model().train()
+    info = fit_model(model, Config(epochs=4, patience=10, batch_size=5, average_last=3), data, tmp_path, verbose=0)
+    assert info["averaged"] == ["epoch-0002", "epoch-0003", "epoch-0004"]
+    epochs = [load_checkpoint(tmp_path / "checkpoints" / f"{name}.safetensors")["model"] for name in info["averaged"]]
+    for name, weight in model.state_dict().items():
+        assert torch.allclose(weight, sum(e[name] for e in epochs) / 3, atol=1e-6)
+    assert not torch.allclose(epochs[0]["out.weight"], epochs[2]["out.weight"])  # the epochs did differ
+    mean = average_weights([tmp_path / "checkpoints" / "epoch-0004.safetensors"])
+    assert torch.equal(mean["out.weight"], epochs[2]["out.weight"])
+
+
 def _log_prob(model, src, lengths, outputs):
     total = []
     for i, seq in enumerate(outputs):
@@ -203,6 +253,18 @@ def test_train_reports_every_figure(trained_run):
     for key in ("pair", "bleu", "chrf", "bleu_greedy", "bleu_no_attention", "bleu_retrieval", "chrf_retrieval",
                 "bleu_copy"):
         assert key in metrics
+
+
+def test_eval_reads_the_run_config_and_takes_other_decoding_settings(trained_run):
+    run_dir, metrics = trained_run
+    assert (metrics["beam"], metrics["no_repeat_ngram"]) == (2, 6)  # --dry-run's beam, the default blocking
+    out = subprocess.run([sys.executable, "-m", "rnnlab", "translate", "eval", "--run-dir", str(run_dir), "--json",
+                          "--beam", "3", "--no-repeat-ngram", "0"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    again = json.loads(out.stdout.strip().splitlines()[-1])
+    assert (again["beam"], again["no_repeat_ngram"], again["length_penalty"]) == (3, 0, 1.0)
+    assert again["test_pairs"] == metrics["test_pairs"] == 40  # the run's --max-test, read from its config.json
+    assert again["bleu_retrieval"] == metrics["bleu_retrieval"]
 
 
 def _text(run_dir, *args):

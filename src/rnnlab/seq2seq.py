@@ -180,6 +180,22 @@ class Constraints:
         return torch.where(urgent[:, None] & ~missing, torch.full_like(logp, -math.inf), logp)
 
 
+def repeated_ngrams(tokens: Tensor, n: int, vocab: int) -> Tensor:
+    """``(N, V)`` mask of the tokens that would repeat an ``n``-gram already in each row of ``tokens``
+    ``(N, L)`` (the history so far): a token is banned when the last ``n - 1`` tokens followed by it
+    already occurred (Paulus et al. 2018's trigram blocking; the cure for the loops an under-trained
+    decoder falls into, "ou une image ou une image ou une image ...")."""
+    banned = torch.zeros(tokens.shape[0], vocab, dtype=torch.bool, device=tokens.device)
+    if n < 1 or tokens.shape[1] < n:
+        return banned
+    windows = tokens.unfold(1, n, 1)                                   # (N, W, n)
+    tail = tokens[:, tokens.shape[1] - n + 1:]                         # (N, n-1)
+    match = (windows[:, :, :n - 1] == tail[:, None]).all(-1)           # (N, W)
+    banned.scatter_(1, torch.where(match, windows[:, :, n - 1], PAD), True)
+    banned[:, PAD] = False  # PAD marks "no match" above (it is never produced anyway)
+    return banned
+
+
 def length_penalty(length: Tensor, alpha: float) -> Tensor:
     """GNMT's ``((5 + |Y|) / 6) ** alpha`` (Wu et al. 2016); alpha 0 = raw log-probability."""
     return ((5.0 + length.float()) / 6.0) ** alpha
@@ -187,14 +203,16 @@ def length_penalty(length: Tensor, alpha: float) -> Tensor:
 
 @torch.no_grad()
 def beam_search(model: Seq2Seq, src: Tensor, src_len: Tensor, beam: int = 5, max_len: int = 100,
-                alpha: float = 0.6, return_attention: bool = False, constraints: Constraints | None = None):
+                alpha: float = 0.6, return_attention: bool = False, constraints: Constraints | None = None,
+                no_repeat_ngram: int = 0):
     """The best hypothesis per sentence, batched over sentences and beams.
 
     Finished hypotheses (ending in EOS) keep their score: their only continuation is EOS at no
     cost. At the end hypotheses are ranked by score / length penalty. With ``beam=1`` this is
     exactly greedy decoding. Returns token lists (without BOS/EOS) and, optionally, each chosen
     hypothesis' attention weights ``(T, S)``. ``constraints`` (see :class:`Constraints`) hold back
-    EOS until every required token is out and never emit a banned one.
+    EOS until every required token is out and never emit a banned one. ``no_repeat_ngram`` n > 0:
+    no hypothesis repeats one of its own n-grams of tokens (see :func:`repeated_ngrams`).
     """
     if beam < 1:
         raise RnnlabError(f"beam must be >= 1, got {beam}")
@@ -215,6 +233,8 @@ def beam_search(model: Seq2Seq, src: Tensor, src_len: Tensor, beam: int = 5, max
         logp = torch.log_softmax(logits.float(), -1)
         if constraints is not None:
             logp = constraints.apply(logp, missing, sentence, max_len - t)
+        if no_repeat_ngram:
+            logp = logp.masked_fill(repeated_ngrams(tokens, no_repeat_ngram, logp.shape[-1]), -math.inf)
         logp[done] = -math.inf
         logp[done, EOS] = 0.0
         vocab = logp.shape[-1]
@@ -248,8 +268,9 @@ def beam_search(model: Seq2Seq, src: Tensor, src_len: Tensor, beam: int = 5, max
 
 @torch.no_grad()
 def greedy(model: Seq2Seq, src: Tensor, src_len: Tensor, max_len: int = 100,
-           constraints: Constraints | None = None) -> list[list[int]]:
-    """Greedy decoding: the most likely (allowed) token at every step, until EOS or ``max_len``."""
+           constraints: Constraints | None = None, no_repeat_ngram: int = 0) -> list[list[int]]:
+    """Greedy decoding: the most likely (allowed) token at every step, until EOS or ``max_len``
+    (``no_repeat_ngram`` as in :func:`beam_search`)."""
     was_training = model.training
     model.eval()
     state = model.encode(src, src_len)
@@ -257,11 +278,15 @@ def greedy(model: Seq2Seq, src: Tensor, src_len: Tensor, max_len: int = 100,
     out: list[list[int]] = [[] for _ in range(src.shape[0])]
     finished = [False] * src.shape[0]
     missing = constraints.required.clone() if constraints is not None else None
+    history = y[:, None]
     for t in range(max_len):
         logits, state, _ = model.step(y, state)
         if constraints is not None:
             logits = constraints.apply(logits.float(), missing, None, max_len - t)
+        if no_repeat_ngram:
+            logits = logits.masked_fill(repeated_ngrams(history, no_repeat_ngram, logits.shape[-1]), -math.inf)
         y = logits.argmax(-1)
+        history = torch.cat([history, y[:, None]], 1)
         if missing is not None:
             missing[torch.arange(len(y), device=src.device), y] = False
         for i, token in enumerate(y.tolist()):
