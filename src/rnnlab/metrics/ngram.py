@@ -276,13 +276,15 @@ def cache_probs(ids: np.ndarray, order: int, vocab_size: int) -> np.ndarray:
     return out
 
 
-def adaptive_baseline(model: KneserNey, val_ids: np.ndarray, test_ids: np.ndarray, order: int | None = None) -> dict:
+def adaptive_baseline(model: KneserNey, val_ids: np.ndarray, test_ids: np.ndarray,
+                      log_probs: dict[str, np.ndarray] | None = None) -> dict:
     """Kneser-Ney mixed with a cache of the text read so far, ``(1 - lam) P_KN + lam P_cache``;
-    ``lam`` minimises the validation cross-entropy (a grid of 0.01 steps)."""
-    order = order or model.order
-    parts = {}
-    for name, ids in (("val", val_ids), ("test", test_ids)):
-        parts[name] = (np.exp(model.log_probs(ids)), cache_probs(ids, order, model.vocab_size))
+    ``lam`` minimises the validation cross-entropy (a grid of 0.01 steps). ``log_probs``: the model's
+    ``{"val": ..., "test": ...}`` log-probabilities when the caller already has them."""
+    texts = {"val": val_ids, "test": test_ids}
+    log_probs = log_probs or {name: model.log_probs(ids) for name, ids in texts.items()}
+    parts = {name: (np.exp(log_probs[name]), cache_probs(ids, model.order, model.vocab_size))
+             for name, ids in texts.items()}
     grid = np.linspace(0.0, 0.99, 100)
     kn, cache = parts["val"]
     lam = float(grid[np.argmin([-np.log((1 - g) * kn + g * cache).mean() for g in grid])])
@@ -299,9 +301,11 @@ def ngram_baseline(train_ids: np.ndarray, val_ids: np.ndarray, test_ids: np.ndar
     """Fit on train, tune discounts on validation, score test: the numbers a report quotes.
     ``adaptive`` adds the Kneser-Ney + cache scores under ``"adaptive"`` (see :func:`adaptive_baseline`)."""
     model = KneserNey(order, vocab_size).fit(train_ids).tune(val_ids)
-    out = {"order": order, "discounts": model.discounts, "val": model.score(val_ids), "test": model.score(test_ids)}
+    log_probs = {"val": model.log_probs(val_ids), "test": model.log_probs(test_ids)}  # scored once, used twice
+    out = {"order": order, "discounts": model.discounts,
+           **{name: text_metrics(float(-lp.sum()), len(lp)) for name, lp in log_probs.items()}}
     if adaptive:
-        out["adaptive"] = adaptive_baseline(model, val_ids, test_ids)
+        out["adaptive"] = adaptive_baseline(model, val_ids, test_ids, log_probs)
     return out
 
 

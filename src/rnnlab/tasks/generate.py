@@ -310,6 +310,8 @@ def dynamic_evaluate(model: CharLM, ids: np.ndarray, bptt: int, lr: float, progr
 
 def chunk_nats_dynamic(model: CharLM, ids: np.ndarray, bptt: int, lr: float, progress: str = "") -> np.ndarray:
     """Summed nats of every ``bptt`` chunk of ``ids[1:]`` under dynamic evaluation (see :func:`dynamic_evaluate`)."""
+    from tqdm.auto import tqdm
+
     if lr < 0:
         raise RnnlabError(f"dynamic evaluation needs a learning rate >= 0, got {lr}")
     ids = torch.as_tensor(np.asarray(ids), dtype=torch.long)
@@ -320,8 +322,6 @@ def chunk_nats_dynamic(model: CharLM, ids: np.ndarray, bptt: int, lr: float, pro
     model.eval()  # no dropout while scoring; the SGD steps below still adapt the weights
     params = [p for p in model.parameters() if p.requires_grad]
     out, state = [], None
-    from tqdm.auto import tqdm
-
     starts = range(0, len(ids) - 1, bptt)
     try:
         for start in tqdm(starts, desc=progress, disable=not progress, file=sys.stderr, leave=False, dynamic_ncols=True):
