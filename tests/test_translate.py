@@ -90,6 +90,49 @@ def test_attention_weights_are_a_distribution_over_real_tokens(attention):
         assert torch.all(alpha[i, n:] == 0)  # padding gets no attention
 
 
+@pytest.mark.parametrize("attention,cell", [("additive", "lstm"), ("dot", "gru"), ("none", "rnn")])
+def test_teacher_forcing_equals_the_decoders_step_by_step_logits(attention, cell):
+    """Training batches the output layer over all steps; decoding calls ``step``: same numbers."""
+    model = _model(attention, cell)
+    src, lengths = _batch()
+    tgt_in = torch.randint(4, 25, (5, 6))
+    state, stepped = model.encode(src, lengths), []
+    for t in range(6):
+        logits, state, _ = model.step(tgt_in[:, t], state)
+        stepped.append(logits)
+    torch.testing.assert_close(model(src, lengths, tgt_in), torch.stack(stepped, 1))
+
+
+def test_ensemble_decodes_with_the_mean_of_its_members_probabilities(tmp_path):
+    from rnnlab.seq2seq import Ensemble
+    from rnnlab.tasks.translate import Config, Tokenizer, Translator
+
+    one, other = _model("additive"), _model("dot")
+    with torch.no_grad():
+        other.out.bias.add_(torch.randn(25))  # a second member that disagrees
+    pair = Ensemble([one, other]).eval()
+    src, lengths = _batch()
+    y = torch.full((5,), BOS)
+    logp, _, _ = pair.step(y, pair.encode(src, lengths))
+    p1 = torch.softmax(one.step(y, one.encode(src, lengths))[0], -1)
+    p2 = torch.softmax(other.step(y, other.encode(src, lengths))[0], -1)
+    torch.testing.assert_close(logp.exp(), (p1 + p2) / 2)
+    twins = Ensemble([one, _model("additive")]).eval()  # two copies of one model decode as that model
+    assert beam_search(twins, src, lengths, beam=3, max_len=12) == beam_search(one, src, lengths, beam=3, max_len=12)
+    assert greedy(twins, src, lengths, max_len=12) == greedy(one, src, lengths, max_len=12)
+    with pytest.raises(RnnlabError, match="at least 2"):
+        Ensemble([one])
+    texts = ["Delete the page", "Save the page", "Delete the file"]
+    tok = Tokenizer.train(texts * 4, 30)
+    members = [Seq2Seq(len(tok), len(tok), "lstm", embedding=8, hidden=8, dropout=0.0) for _ in range(2)]
+    translator = Translator(Ensemble(members).eval(), tok, tok, Config(embedding=8, hidden=8, beam=2, max_len=16))
+    translator.save(tmp_path / "ens.safetensors")
+    again = Translator.load(tmp_path / "ens.safetensors")
+    assert isinstance(again.model, Ensemble) and len(again.model.members) == 2
+    test = [Pair("Delete the page", "")]
+    assert again.translate(test) == translator.translate(test)
+
+
 @pytest.mark.parametrize("attention,cell", [("additive", "lstm"), ("dot", "gru"), ("general", "rnn"), ("none", "lstm")])
 def test_beam_of_one_equals_greedy(attention, cell):
     model = _model(attention, cell)
@@ -232,6 +275,23 @@ def test_memory_never_hints_a_training_sentence_with_its_own_translation():
     assert Memory.from_tensor(memory.to_tensor()).pairs == [Pair(p.source, p.target, []) for p in pairs]
 
 
+def test_memory_gives_no_hint_below_the_similarity_threshold_and_the_encoder_reads_the_source_alone():
+    from rnnlab.tasks.translate import Memory, Tokenizer, encode_sources
+
+    pairs = [Pair("Delete the page", "Supprimer la page"), Pair("Save and continue editing", "Enregistrer et continuer")]
+    memory = Memory(pairs)
+    index, sim = memory.matches(["Delete the pages", "Log out"])
+    assert index[0] == 0 and sim[0] > 0.5 and sim[1] < 0.2
+    assert memory.hints(["Delete the pages", "Log out"], threshold=0.5) == ["Supprimer la page", None]
+    assert memory.hints(["Log out"]) == [pairs[int(index[1])].target]  # threshold 0: always the nearest
+    src = Tokenizer.train([p.source for p in pairs] * 4, 40)
+    tgt = Tokenizer.train([p.target for p in pairs] * 4, 40)
+    ids, lengths, _ = encode_sources(src, ["Delete the pages", "Log out"], 16, ["Supprimer la page", None], tgt)
+    sep = len(src) + len(tgt)
+    assert sep in ids[0].tolist() and sep not in ids[1].tolist()
+    assert ids[1, :lengths[1]].tolist() == src.encode("Log out") + [3]  # source, EOS
+
+
 def test_placeholder_survival_count():
     assert placeholders_kept(["a %(n)s b", "no", "plain"], [["%(n)s"], ["{x}"], []]) == (1, 2)
 
@@ -251,8 +311,12 @@ def trained_run(tmp_path_factory):
 def test_train_reports_every_figure(trained_run):
     _, metrics = trained_run
     for key in ("pair", "bleu", "chrf", "bleu_greedy", "bleu_no_attention", "bleu_retrieval", "chrf_retrieval",
-                "bleu_copy"):
+                "bleu_copy", "bleu_single"):
         assert key in metrics
+    assert metrics["ensemble"] == 2  # the default: two attention models decoded as one
+    groups = metrics["by_similarity"]
+    assert sum(g["sentences"] for g in groups) == metrics["test_pairs"]  # every test sentence in one group
+    assert all({"bleu_rnnlab", "chrf_retrieval"} <= set(g) for g in groups)
 
 
 def test_eval_reads_the_run_config_and_takes_other_decoding_settings(trained_run):

@@ -17,7 +17,8 @@ final states (Bahdanau et al. 2015). Each decoder step (Luong et al. 2015, input
 source reaches the decoder only through its first state (Sutskever et al. 2014).
 
 ``step(y_prev, state)`` is the one decoder signature: teacher forcing loops it over the reference,
-greedy and beam search loop it over their own outputs.
+greedy and beam search loop it over their own outputs. :class:`Ensemble` has the same ``encode`` /
+``step`` signature, so the decoders run several models averaged as they run one.
 """
 from __future__ import annotations
 
@@ -123,22 +124,69 @@ class Seq2Seq(nn.Module):
 
     def step(self, y_prev: Tensor, state: State) -> tuple[Tensor, State, Tensor]:
         """One target token: ``(logits (B, V), new state, attention weights (B, S))``."""
-        x = torch.cat([self.drop(self.tgt_embed(y_prev)), state.feed], -1)
-        hidden = self.cell(x, state.hidden)
+        state, alpha = self._advance(self.drop(self.tgt_embed(y_prev)), state)
+        return self.out(self.drop(state.feed)), state, alpha
+
+    def _advance(self, embedded: Tensor, state: State) -> tuple[State, Tensor]:
+        """The recurrent part of a step: new cell state, attention and attentional vector ``a_t``."""
+        hidden = self.cell(torch.cat([embedded, state.feed], -1), state.hidden)
         query = hidden[0] if isinstance(hidden, tuple) else hidden
         context, alpha = self.attention(query, state.keys, state.enc, state.mask)
         feed = torch.tanh(self.combine(torch.cat([query, context], -1)))
-        logits = self.out(self.drop(feed))
-        return logits, State(hidden, feed, state.enc, state.keys, state.mask), alpha
+        return State(hidden, feed, state.enc, state.keys, state.mask), alpha
 
     def forward(self, src: Tensor, src_len: Tensor, tgt_in: Tensor) -> Tensor:
-        """Teacher forcing: logits ``(B, T, V)`` for the reference prefix ``tgt_in`` (starting with BOS)."""
+        """Teacher forcing: logits ``(B, T, V)`` for the reference prefix ``tgt_in`` (starting with BOS).
+        The same arithmetic as looping :meth:`step`, but the embedding and the output projection (the
+        largest matrix) run once over all steps instead of once per step: about 2x faster to train."""
         state = self.encode(src, src_len)
-        logits = []
+        embedded = self.drop(self.tgt_embed(tgt_in))
+        feeds = []
         for t in range(tgt_in.shape[1]):
-            step_logits, state, _ = self.step(tgt_in[:, t], state)
-            logits.append(step_logits)
-        return torch.stack(logits, 1)
+            state, _ = self._advance(embedded[:, t], state)
+            feeds.append(state.feed)
+        return self.out(self.drop(torch.stack(feeds, 1)))
+
+
+@dataclass
+class EnsembleState:
+    """One :class:`State` per ensemble member, selected and reordered together."""
+    members: list[State]
+
+    def select(self, index: Tensor) -> "EnsembleState":
+        return EnsembleState([s.select(index) for s in self.members])
+
+    def reorder(self, index: Tensor) -> "EnsembleState":
+        return EnsembleState([s.reorder(index) for s in self.members])
+
+
+class Ensemble(nn.Module):
+    """Independently trained models decoding as one: each step's distribution is the mean of the
+    members' probabilities, ``log p(y) = log (1/K) sum_k p_k(y)`` (Sutskever et al. 2014; Bahdanau
+    et al. 2015). Members differ only in their random seed, so their errors are partly independent
+    and the mean is better than any one of them. ``step`` returns these log-probabilities in place of
+    logits (a softmax leaves them unchanged), so greedy and beam search decode an ensemble as they
+    decode one model."""
+
+    def __init__(self, members: list[Seq2Seq]):
+        super().__init__()
+        if len(members) < 2:
+            raise RnnlabError(f"an ensemble needs at least 2 models, got {len(members)}")
+        self.members = nn.ModuleList(members)
+
+    @property
+    def attention(self) -> Attention:
+        return self.members[0].attention
+
+    def encode(self, src: Tensor, src_len: Tensor) -> EnsembleState:
+        return EnsembleState([m.encode(src, src_len) for m in self.members])
+
+    def step(self, y_prev: Tensor, state: EnsembleState) -> tuple[Tensor, EnsembleState, Tensor]:
+        """``(log of the mean probability (B, V), new states, mean attention weights (B, S))``."""
+        outs = [m.step(y_prev, s) for m, s in zip(self.members, state.members)]
+        logp = torch.stack([torch.log_softmax(o[0].float(), -1) for o in outs])
+        mean = torch.logsumexp(logp, 0) - math.log(len(outs))
+        return mean, EnsembleState([o[1] for o in outs]), torch.stack([o[2] for o in outs]).mean(0)
 
 
 def smoothed_cross_entropy(smoothing: float):

@@ -6,16 +6,18 @@ Data -> tokens -> model -> fit -> decode -> score against baselines, top to bott
   Sphinx and Plone (:mod:`rnnlab.data.translation`), or ``--tsv PATH``; placeholders masked; split
   by source string;
 * memory: the training pairs as a translation memory; with ``--fuzzy`` each source is fed
-  to the encoder together with the translation of its most similar training source (neural fuzzy
-  repair, Bulte & Tezcan 2019): the network learns to edit a near match rather than translate from
-  nothing, which is how human translators work through these catalogs;
+  to the encoder together with the translation of its most similar training source, when it is
+  at least ``--fuzzy-threshold`` similar (neural fuzzy repair, Bulte & Tezcan 2019): the network
+  learns to edit a near match rather than translate from nothing, which is how human translators
+  work through these catalogs;
 * tokens: sentencepiece trained on the training split only (BPE for English, French and German;
   characters for Chinese, which has no spaces to split words at and whose ~2k characters in this
   data are already a compact vocabulary);
 * model: :class:`rnnlab.seq2seq.Seq2Seq` (bidirectional encoder, attention decoder), and the same
   network without attention as a baseline; label-smoothed cross-entropy, early stopping on
   validation loss, through the one :class:`~rnnlab.train.Trainer`; the saved weights are the mean
-  of the last three epochs' (checkpoint averaging, ``--average-last``);
+  of the last three epochs' (checkpoint averaging, ``--average-last``); two such models with
+  different seeds decode as one (:class:`~rnnlab.seq2seq.Ensemble`, ``--ensemble``);
 * decode: batched beam search with a length penalty, and greedy; every source placeholder must be
   produced before the end (constrained decoding, ``--constrain-placeholders``); no hypothesis
   repeats one of its own 6-grams of pieces (``--no-repeat-ngram``); placeholders restored;
@@ -40,7 +42,8 @@ from rnnlab.data.translation import PAIRS, Pair, Split, load_pairs, mask, split_
 from rnnlab.errors import RnnlabError
 from rnnlab.metrics.translation import bleu, chrf, placeholders_kept
 from rnnlab.runs import print_table, save_figure, write_config, write_json, write_metrics
-from rnnlab.seq2seq import BOS, EOS, PAD, Constraints, Seq2Seq, beam_search, greedy, smoothed_cross_entropy
+from rnnlab.seq2seq import (BOS, EOS, PAD, Constraints, Ensemble, Seq2Seq, beam_search, greedy,
+                            smoothed_cross_entropy)
 from rnnlab.train import EarlyStopping, Trainer, seed_everything
 from rnnlab.train.checkpoint import load_checkpoint, load_model_weights, save_checkpoint
 from rnnlab.train.data import BucketedBatches
@@ -64,14 +67,15 @@ class Config:
     epochs: int = 40
     patience: int = 3
     average_last: int = 3           # final weights: the mean of the last N epochs' weights (1: the best epoch's)
+    ensemble: int = 2               # attention models trained with seeds seed..seed+N-1, decoded as one
     batch_size: int = 64
     learning_rate: float = 3e-3
     beam: int = 5
     length_penalty: float = 1.0
     no_repeat_ngram: int = 6        # decoding never repeats a 6-gram of pieces it already produced (0: off)
     no_attention_baseline: bool = True
-    fuzzy: bool = False             # feed the translation of the nearest training source too (fuzzy repair;
-                                    # not better so far: worse validation loss, see docs/translation.md)
+    fuzzy: bool = False             # feed the translation of the nearest training source too (fuzzy repair)
+    fuzzy_threshold: float = 0.6    # ... only when its similarity (3-gram TF-IDF cosine) is at least this
     constrain_placeholders: bool = True  # decoding must produce every source placeholder before ending
     max_pairs: int = 0              # use only the first N training pairs (0: all)
     max_test: int = 0               # score only the first N test pairs (0: all; for smoke tests)
@@ -124,14 +128,15 @@ def encode_sources(tok: Tokenizer, texts: list[str], max_len: int, hints: list[s
 
     With ``hints`` (fuzzy repair) a row is ``source SEP hint EOS``: the hint's target-language pieces
     get ids after the source vocabulary (``len(tok) + id``) and SEP the last id, so one embedding
-    table holds both languages (see :func:`source_vocab`)."""
+    table holds both languages (see :func:`source_vocab`). A ``None`` hint (no close match) leaves
+    the row ``source EOS``."""
     rows, cut = [], 0
     sep = len(tok) + len(hint_tok) if hints is not None else None
     for i, text in enumerate(texts):
         ids = tok.encode(text)
         if len(ids) > max_len - 1:
             ids, cut = ids[:max_len - 1], cut + 1
-        if hints is not None:
+        if hints is not None and hints[i] is not None:
             ids = ids + [sep] + [len(tok) + t for t in hint_tok.encode(hints[i])[:max_len - 1]]
         rows.append(ids + [EOS])
     return _pad(rows), torch.tensor([len(r) for r in rows]), cut
@@ -216,7 +221,12 @@ class Memory:
         """Index of the most similar training pair for each source. ``exclude_same_source`` (for the
         training pairs themselves) skips pairs with the identical source, as a test sentence's own
         source is never in the memory."""
-        out = []
+        return self.matches(sources, exclude_same_source, chunk)[0]
+
+    def matches(self, sources: list[str], exclude_same_source: bool = False,
+                chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+        """``(index, similarity)`` of the most similar training pair for each source (see :meth:`nearest`)."""
+        best, score = [np.zeros(0, dtype=int)], [np.zeros(0)]
         for start in range(0, len(sources), chunk):
             part = sources[start:start + chunk]
             sim = (self.vectorizer.transform(part) @ self.matrix.T).toarray()
@@ -224,11 +234,16 @@ class Memory:
                 index = self._by_source()
                 for i, text in enumerate(part):
                     sim[i, index.get(text, [])] = -1.0
-            out.append(sim.argmax(axis=1))
-        return np.concatenate(out) if out else np.zeros(0, dtype=int)
+            best.append(sim.argmax(axis=1))
+            score.append(sim[np.arange(len(part)), best[-1]])
+        return np.concatenate(best), np.concatenate(score)
 
-    def hints(self, sources: list[str], exclude_same_source: bool = False) -> list[str]:
-        return [self.pairs[j].target for j in self.nearest(sources, exclude_same_source)]
+    def hints(self, sources: list[str], exclude_same_source: bool = False, threshold: float = 0.0) -> list[str | None]:
+        """The nearest training translation of each source, or ``None`` where it is less similar than
+        ``threshold``: a distant match is noise the network would have to learn to ignore (Bulte &
+        Tezcan 2019 feed only matches above a fuzzy-match score)."""
+        index, sim = self.matches(sources, exclude_same_source)
+        return [self.pairs[j].target if s >= threshold else None for j, s in zip(index, sim)]
 
     def _by_source(self) -> dict[str, list[int]]:
         if not hasattr(self, "_index"):
@@ -258,7 +273,8 @@ class Translator:
     """A trained model with its tokenizers (and, for fuzzy repair, its translation memory):
     ``translate(pairs) -> texts`` with placeholders restored."""
 
-    def __init__(self, model: Seq2Seq, src: Tokenizer, tgt: Tokenizer, config: Config, memory: Memory | None = None):
+    def __init__(self, model: Seq2Seq | Ensemble, src: Tokenizer, tgt: Tokenizer, config: Config,
+                 memory: Memory | None = None):
         if config.fuzzy and memory is None:
             raise RnnlabError("a fuzzy-repair model needs its translation memory (the training pairs)")
         self.model, self.src, self.tgt, self.config, self.memory = model, src, tgt, config, memory
@@ -268,7 +284,8 @@ class Translator:
         sources = [p.source for p in pairs]
         if not self.config.fuzzy:
             return encode_sources(self.src, sources, self.config.max_len)
-        return encode_sources(self.src, sources, self.config.max_len, self.memory.hints(sources), self.tgt)
+        hints = self.memory.hints(sources, threshold=self.config.fuzzy_threshold)
+        return encode_sources(self.src, sources, self.config.max_len, hints, self.tgt)
 
     def source_pieces(self, pair: Pair) -> list[str]:
         """Labels of the encoder positions of one sentence (for the attention heatmap)."""
@@ -316,7 +333,10 @@ class Translator:
         tgt = Tokenizer(bytes(state["tgt_tokenizer"].numpy().tobytes()))
         if config.fuzzy and "memory" not in state:
             raise RnnlabError(f"{path} is a fuzzy-repair model without its translation memory (file damaged?)")
-        model = build_model(config, source_vocab(config, src, tgt), len(tgt), state.get("attention"))
+        members = {k.split(".")[1] for k in state["model"] if k.startswith("members.")}
+        models = [build_model(config, source_vocab(config, src, tgt), len(tgt), state.get("attention"))
+                  for _ in range(max(1, len(members)))]
+        model = models[0] if len(models) == 1 else Ensemble(models)
         load_model_weights(model, state["model"], path)
         model.eval()
         return cls(model, src, tgt, config, Memory.from_tensor(state["memory"]) if config.fuzzy else None)
@@ -353,6 +373,10 @@ def train(config: Config, run_dir: Path, verbose: int = 1, resume: bool = False)
 
     With ``resume``, a model whose final checkpoint exists is kept and one that was interrupted
     continues from its last checkpoint (the tokenizers are retrained identically: one thread)."""
+    if not 0.0 <= config.fuzzy_threshold <= 1.0:
+        raise RnnlabError(f"--fuzzy-threshold is a cosine similarity in [0, 1], got {config.fuzzy_threshold}")
+    if config.ensemble < 1:
+        raise RnnlabError(f"--ensemble is a number of models, at least 1, got {config.ensemble}")
     name, split = prepare(config)
     seed_everything(config.seed)
     src_tok, tgt_tok = build_tokenizers(split.train, config, target_language(config))
@@ -363,7 +387,7 @@ def train(config: Config, run_dir: Path, verbose: int = 1, resume: bool = False)
         pairs = getattr(split, part)
         sources = [p.source for p in pairs]
         # a training pair's hint is its nearest *other* source, as a test sentence's would be
-        hints = memory.hints(sources, exclude_same_source=part == "train") if memory else None
+        hints = memory.hints(sources, part == "train", config.fuzzy_threshold) if memory else None
         src, src_len, n_cut = encode_sources(src_tok, sources, config.max_len, hints, tgt_tok if memory else None)
         tgt_in, tgt_out = encode_targets(tgt_tok, [p.target for p in pairs], config.max_len)
         data[part] = ((src, src_len, tgt_in), tgt_out)
@@ -379,9 +403,23 @@ def train(config: Config, run_dir: Path, verbose: int = 1, resume: bool = False)
         if resume and (run_dir / f"{label}.safetensors").is_file():
             info[label] = {"train_s": 0.0, "resumed": "already trained"}
             continue
-        seed_everything(config.seed)
-        model = build_model(config, source_vocab(config, src_tok, tgt_tok), len(tgt_tok), kind)
-        info[label] = fit_model(model, config, data, run_dir / label, verbose, resume)
+        count = config.ensemble if kind != "none" else 1  # the baseline stays one model; see bleu_single
+        models = []
+        for k in range(count):
+            name_k = label if k == 0 else f"{label}-{k + 1}"
+            done = run_dir / f"{label}-member-{k + 1}.safetensors"  # a finished member, kept for --resume
+            if resume and count > 1 and done.is_file():
+                models.append(Translator.load(done).model)
+                info[name_k] = {"train_s": 0.0, "resumed": "already trained"}
+                continue
+            member_config = dataclasses.replace(config, seed=config.seed + k)
+            seed_everything(member_config.seed)
+            model = build_model(config, source_vocab(config, src_tok, tgt_tok), len(tgt_tok), kind)
+            info[name_k] = fit_model(model, member_config, data, run_dir / name_k, verbose, resume)
+            if count > 1:
+                Translator(model, src_tok, tgt_tok, member_config, memory).save(done)
+            models.append(model)
+        model = models[0] if count == 1 else Ensemble(models)
         Translator(model, src_tok, tgt_tok, config, memory).save(run_dir / f"{label}.safetensors")
     write_json(run_dir / "train.json", info)
     return info
@@ -410,10 +448,18 @@ def evaluate(config: Config, run_dir: Path) -> dict:
     kept, with_ph = placeholders_kept(beam_out, [p.placeholders for p in split.test])
     metrics = {"pair": name, "bleu": bleu(beam_out, refs, lang), "chrf": chrf(beam_out, refs),
                "bleu_greedy": bleu(greedy_out, refs, lang), "chrf_greedy": chrf(greedy_out, refs)}
+    if isinstance(model.model, Ensemble):  # its first member alone: the like-for-like peer of the baseline
+        single = Translator(model.model.members[0], model.src, model.tgt, model.config, model.memory)
+        one = single.translate(split.test)
+        metrics.update({"bleu_single": bleu(one, refs, lang), "chrf_single": chrf(one, refs),
+                        "ensemble": len(model.model.members)})
     if (run_dir / "no_attention.safetensors").is_file():
         plain = load_for_decoding(run_dir / "no_attention.safetensors", config).translate(split.test)
         metrics.update({"bleu_no_attention": bleu(plain, refs, lang), "chrf_no_attention": chrf(plain, refs)})
-    retrieved, copied = retrieval_baseline(Memory(split.train), split.test), copy_baseline(split.test)
+    memory = Memory(split.train)
+    retrieved, copied = retrieval_baseline(memory, split.test), copy_baseline(split.test)
+    similarity = memory.matches([p.source for p in split.test])[1]
+    metrics["by_similarity"] = by_similarity(similarity, {"rnnlab": beam_out, "retrieval": retrieved}, refs, lang)
     metrics.update({"bleu_retrieval": bleu(retrieved, refs, lang), "chrf_retrieval": chrf(retrieved, refs),
                     "bleu_copy": bleu(copied, refs, lang), "chrf_copy": chrf(copied, refs),
                     "placeholders_kept": kept / with_ph if with_ph else None, "placeholder_sentences": with_ph,
@@ -423,6 +469,26 @@ def evaluate(config: Config, run_dir: Path) -> dict:
     write_json(run_dir / "samples.json", samples)
     plot_attention(model, _heatmap_example(split.test), run_dir / "attention.png")
     return metrics
+
+
+SIMILARITY_BINS = (0.0, 0.5, 0.7, 0.85)  # lower edges of the groups of :func:`by_similarity`
+
+
+def by_similarity(similarity: np.ndarray, systems: dict[str, list[str]], refs: list[str], lang: str) -> list[dict]:
+    """BLEU / chrF of each system on the test sentences grouped by how similar their nearest training
+    source is (the translation memory's match): where the network wins and where the memory does."""
+    edges = list(SIMILARITY_BINS) + [np.inf]
+    rows = []
+    for low, high in zip(edges[:-1], edges[1:]):
+        pick = [i for i, x in enumerate(similarity) if low <= x < high]
+        if not pick:
+            continue
+        row = {"similarity": f"{low:.2f}-{min(high, 1.0):.2f}", "sentences": len(pick)}
+        for name, out in systems.items():
+            row[f"bleu_{name}"] = bleu([out[i] for i in pick], [refs[i] for i in pick], lang)
+            row[f"chrf_{name}"] = chrf([out[i] for i in pick], [refs[i] for i in pick])
+        rows.append(row)
+    return rows
 
 
 def _heatmap_example(test: list[Pair]) -> Pair:
@@ -482,7 +548,7 @@ def latest_run(pair: str) -> Path:
 # -- command line ----------------------------------------------------------------------------------
 
 DRY_RUN = dict(embedding=16, hidden=16, src_vocab=200, tgt_vocab=200, epochs=1, max_pairs=300, max_test=40, beam=2)
-SMALL = dict(embedding=64, hidden=64, src_vocab=500, tgt_vocab=500, epochs=3, max_pairs=1500, beam=3)
+SMALL = dict(embedding=64, hidden=64, src_vocab=500, tgt_vocab=500, epochs=3, max_pairs=1500, beam=3, ensemble=1)
 
 
 def demo(run_dir: Path) -> dict:
@@ -537,7 +603,7 @@ def _train(args) -> int:
     config, run_dir = start_run(Config, args, lambda c: f"translate/{Path(c.tsv).stem if c.tsv else c.pair}", DRY_RUN)
     info = train(config, run_dir, verbose=0 if args.json else 1, resume=args.resume)
     metrics = evaluate(config, run_dir)
-    metrics["train_minutes"] = sum(info[k]["train_s"] for k in ("attention", "no_attention") if k in info) / 60
+    metrics["train_minutes"] = sum(v["train_s"] for v in info.values() if isinstance(v, dict)) / 60  # every model
     write_metrics(run_dir, metrics)
     _report(metrics, run_dir, args.json)
     return 0
@@ -561,10 +627,14 @@ def _report(metrics: dict, run_dir: Path, as_json: bool) -> None:
         print(json.dumps(metrics, ensure_ascii=False))
         return
     rows = [{"system": s, "bleu": metrics.get(f"bleu{k}"), "chrf": metrics.get(f"chrf{k}")}
-            for s, k in (("attention + beam", ""), ("attention, greedy", "_greedy"), ("no attention", "_no_attention"),
+            for s, k in (("attention + beam", ""), ("attention + beam, one model", "_single"),
+                         ("attention, greedy", "_greedy"), ("no attention", "_no_attention"),
                          ("retrieval (3-gram TF-IDF)", "_retrieval"), ("copy source", "_copy"))
             if metrics.get(f"bleu{k}") is not None]
     print_table(rows, ["system", "bleu", "chrf"], floatfmt=".1f")
+    if metrics.get("by_similarity"):
+        print("by similarity of the nearest training source (BLEU / chrF):")
+        print_table(metrics["by_similarity"], list(metrics["by_similarity"][0]), floatfmt=".1f")
     if metrics.get("placeholders_kept") is not None:
         print(f"placeholders kept: {metrics['placeholders_kept']:.1%} of {metrics['placeholder_sentences']} sentences")
     _print_samples(run_dir, 5)
