@@ -9,7 +9,7 @@ import torch
 from rnnlab.data.translation import Pair, mask, read_catalog, split_key, split_pairs, unmask
 from rnnlab.errors import RnnlabError
 from rnnlab.metrics.translation import bleu, chrf, placeholders_kept
-from rnnlab.seq2seq import BOS, EOS, Seq2Seq, beam_search, greedy
+from rnnlab.seq2seq import BOS, EOS, PAD, Seq2Seq, beam_search, greedy
 
 polib = pytest.importorskip("polib")
 
@@ -65,9 +65,17 @@ def test_real_catalogs_split_without_leaks():
 
 # -- model and decoding ------------------------------------------------------------------------------
 
-def _model(attention="additive", cell="lstm"):
+def _model(attention="additive", cell="lstm", copy=False):
     torch.manual_seed(0)
-    return Seq2Seq(30, 25, cell, embedding=12, hidden=10, attention=attention, dropout=0.0).eval()
+    return Seq2Seq(30, 25, cell, embedding=12, hidden=10, attention=attention, dropout=0.0,
+                   copy_map=_copy_map() if copy else None).eval()
+
+
+def _copy_map():
+    """Source ids 4..24 copy to the same target id; 25..29 (and the specials) cannot be copied."""
+    table = torch.full((30,), -1)
+    table[4:25] = torch.arange(4, 25)
+    return table
 
 
 def _batch():
@@ -90,10 +98,12 @@ def test_attention_weights_are_a_distribution_over_real_tokens(attention):
         assert torch.all(alpha[i, n:] == 0)  # padding gets no attention
 
 
-@pytest.mark.parametrize("attention,cell", [("additive", "lstm"), ("dot", "gru"), ("none", "rnn")])
-def test_teacher_forcing_equals_the_decoders_step_by_step_logits(attention, cell):
+@pytest.mark.parametrize("attention,cell,copy", [("additive", "lstm", False), ("dot", "gru", False),
+                                                 ("none", "rnn", False), ("additive", "lstm", True),
+                                                 ("general", "gru", True)])
+def test_teacher_forcing_equals_the_decoders_step_by_step_logits(attention, cell, copy):
     """Training batches the output layer over all steps; decoding calls ``step``: same numbers."""
-    model = _model(attention, cell)
+    model = _model(attention, cell, copy)
     src, lengths = _batch()
     tgt_in = torch.randint(4, 25, (5, 6))
     state, stepped = model.encode(src, lengths), []
@@ -133,9 +143,11 @@ def test_ensemble_decodes_with_the_mean_of_its_members_probabilities(tmp_path):
     assert again.translate(test) == translator.translate(test)
 
 
-@pytest.mark.parametrize("attention,cell", [("additive", "lstm"), ("dot", "gru"), ("general", "rnn"), ("none", "lstm")])
-def test_beam_of_one_equals_greedy(attention, cell):
-    model = _model(attention, cell)
+@pytest.mark.parametrize("attention,cell,copy", [("additive", "lstm", False), ("dot", "gru", False),
+                                                 ("general", "rnn", False), ("none", "lstm", False),
+                                                 ("additive", "gru", True)])
+def test_beam_of_one_equals_greedy(attention, cell, copy):
+    model = _model(attention, cell, copy)
     src, lengths = _batch()
     assert beam_search(model, src, lengths, beam=1, max_len=15) == greedy(model, src, lengths, max_len=15)
 
@@ -250,6 +262,59 @@ def test_a_small_model_learns_to_copy():
         opt.step()
     src = torch.randint(4, 12, (8, 5))
     assert beam_search(model, src, torch.full((8,), 5), beam=3, max_len=10) == src.tolist()
+
+
+def test_copy_mixes_the_generator_with_attention_on_copyable_positions():
+    """p(y) = g softmax(logits) + (1 - g) * attention summed over the positions that copy to y."""
+    model = _model("additive", "lstm", copy=True)
+    src, lengths = _batch()
+    y = torch.full((5,), BOS)
+    logp, _, alpha = model.step(y, model.encode(src, lengths))
+    torch.testing.assert_close(logp.exp().sum(-1), torch.ones(5))
+    with torch.no_grad():
+        model.gate.bias.fill_(-60.0)  # g = 0: copy only
+    logp, _, alpha = model.step(y, model.encode(src, lengths))
+    table = _copy_map()[src]
+    for i, n in enumerate(lengths.tolist()):
+        expected = torch.zeros(25)
+        for pos in range(n):
+            if table[i, pos] >= 0:
+                expected[table[i, pos]] += alpha[i, pos]
+        if expected.sum() > 0:
+            torch.testing.assert_close(logp[i].exp(), expected / expected.sum(), atol=1e-5, rtol=1e-4)
+        else:  # nothing to copy: the generator alone
+            logits = model.out(model.encode(src[i:i + 1], lengths[i:i + 1]).feed)  # shape check only
+            assert logp[i].exp().sum() == pytest.approx(1.0, abs=1e-5) and logits.shape[-1] == 25
+    with pytest.raises(RnnlabError, match="attention"):
+        Seq2Seq(30, 25, attention="none", copy_map=_copy_map())
+    with pytest.raises(RnnlabError, match="shape"):
+        Seq2Seq(31, 25, copy_map=_copy_map())
+
+
+@pytest.mark.parametrize("copy", [False, True])
+def test_only_a_copy_model_reproduces_tokens_it_never_produced_in_training(copy):
+    """Trained to repeat sequences of ids 4..16, tested on ids 17..24, never seen in training: the
+    pointer can copy them, the generator alone cannot have learned to produce them."""
+    torch.manual_seed(0)
+    table = torch.full((25,), -1)
+    table[4:] = torch.arange(4, 25)
+    model = Seq2Seq(25, 25, "gru", embedding=16, hidden=24, attention="dot", dropout=0.0,
+                    copy_map=table if copy else None)
+    opt = torch.optim.Adam(model.parameters(), 1e-2)
+    for _ in range(120):
+        src = torch.randint(4, 17, (32, 5))
+        tgt_in = torch.cat([torch.full((32, 1), BOS), src], 1)
+        tgt_out = torch.cat([src, torch.full((32, 1), EOS)], 1)
+        loss = torch.nn.functional.cross_entropy(model(src, torch.full((32,), 5), tgt_in).reshape(-1, 25),
+                                                 tgt_out.reshape(-1))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    src = torch.randint(17, 25, (16, 5))
+    out = beam_search(model, src, torch.full((16,), 5), beam=3, max_len=5)
+    accuracy = sum(a == b for o, s in zip(out, src.tolist()) for a, b in zip(o, s)) / src.numel()
+    # the unseen ids' embeddings were never trained, so the pointer finds them less surely (0.61 here)
+    assert accuracy > 0.4 if copy else accuracy < 0.1
 
 
 # -- metrics ---------------------------------------------------------------------------------------
@@ -369,3 +434,29 @@ def test_fuzzy_repair_model_reads_source_and_hint_and_survives_save_load(tmp_pat
     assert "%(n)s" in again.translate(test)[0]  # constrained decoding, even untrained
     with pytest.raises(RnnlabError, match="memory"):
         Translator(translator.model, src, tgt, config, None)
+
+
+def test_copy_map_links_placeholders_shared_pieces_and_hints_and_survives_save_load(tmp_path):
+    from rnnlab.tasks.translate import Config, Memory, Tokenizer, Translator, build_model, copy_map, source_vocab
+
+    words = ["page", "image", "user", "group", "file", "item", "site", "form"]
+    pairs = [Pair(f"Delete the {w} <ph0>", f"Supprimer le {w} <ph0>", ["%(name)s"]) for w in words]
+    config = Config(fuzzy=True, copy=True, embedding=8, hidden=8, beam=2, max_len=16)
+    src = Tokenizer.train([p.source for p in pairs] * 4, 60)
+    tgt = Tokenizer.train([p.target for p in pairs] * 4, 60)
+    table = copy_map(config, src, tgt)
+    assert table.shape == (source_vocab(config, src, tgt),)
+    assert table[src.sp.piece_to_id("<ph0>")] == tgt.sp.piece_to_id("<ph0>")
+    assert table[len(src) + 10] == 10 and table[-1] == -1  # a hint piece copies to itself; SEP to nothing
+    assert (table[[PAD, BOS, EOS, len(src) + EOS]] == -1).all()
+    shared = [i for i in range(len(src)) if table[i] >= 0]
+    assert all(src.sp.id_to_piece(i) == tgt.sp.id_to_piece(int(table[i])) for i in shared)
+    torch.manual_seed(0)
+    model = build_model(config, len(table), len(tgt), copy_to=table)
+    translator = Translator(model, src, tgt, config, Memory(pairs))
+    translator.save(tmp_path / "m.safetensors")
+    again = Translator.load(tmp_path / "m.safetensors")
+    torch.testing.assert_close(again.model.copy_map, table)
+    test = [Pair("Delete the forms <ph0>", "", ["%(n)s"])]
+    assert again.translate(test) == translator.translate(test)
+    assert build_model(config, len(table), len(tgt), "none").copy_map is None  # the baseline never copies

@@ -16,6 +16,16 @@ final states (Bahdanau et al. 2015). Each decoder step (Luong et al. 2015, input
 ``attention="none"`` is the baseline of the same size without attention: ``c_t = 0``, so the
 source reaches the decoder only through its first state (Sutskever et al. 2014).
 
+With a ``copy_map`` (pointer-generator, See et al. 2017; Gu et al. 2016) the model can also copy an
+encoder position whose piece exists in the target vocabulary (``copy_map[source id] = target id``,
+-1 where there is none): a placeholder, a name, or a piece of a translation-memory hint::
+
+    beta     = alpha restricted to copyable positions, renormalised
+    g_t      = sigmoid(w_g [a_t; c_t; embed(y_{t-1})])               # p(generate)
+    p(y_t)   = g_t softmax(W_o a_t)(y) + (1 - g_t) sum_{i: copy_map[x_i] = y} beta_i
+
+and ``step`` returns ``log p(y_t)`` in place of logits (a softmax leaves them unchanged).
+
 ``step(y_prev, state)`` is the one decoder signature: teacher forcing loops it over the reference,
 greedy and beam search loop it over their own outputs. :class:`Ensemble` has the same ``encode`` /
 ``step`` signature, so the decoders run several models averaged as they run one.
@@ -80,25 +90,33 @@ class State:
     enc: Tensor             # (B, S, 2H)
     keys: Tensor            # (B, S, D) projected annotations
     mask: Tensor            # (B, S) True on real source tokens
+    copy_to: Tensor | None = None   # (B, S) target id each position copies to, -1: none (copy models only)
 
     def select(self, index: Tensor) -> "State":
         """Rows ``index`` of everything (e.g. each sentence repeated once per beam)."""
         h = tuple(x[index] for x in self.hidden) if isinstance(self.hidden, tuple) else self.hidden[index]
-        return State(h, self.feed[index], self.enc[index], self.keys[index], self.mask[index])
+        return State(h, self.feed[index], self.enc[index], self.keys[index], self.mask[index],
+                     None if self.copy_to is None else self.copy_to[index])
 
     def reorder(self, index: Tensor) -> "State":
         """Beam search's reordering: ``index`` only moves rows among one sentence's beams, whose
         source side is identical, so only the decoder's own state is gathered."""
         h = tuple(x[index] for x in self.hidden) if isinstance(self.hidden, tuple) else self.hidden[index]
-        return State(h, self.feed[index], self.enc, self.keys, self.mask)
+        return State(h, self.feed[index], self.enc, self.keys, self.mask, self.copy_to)
 
 
 class Seq2Seq(nn.Module):
     def __init__(self, src_vocab: int, tgt_vocab: int, cell: str = "lstm", embedding: int = 256,
-                 hidden: int = 256, attention: str = "additive", dropout: float = 0.2):
+                 hidden: int = 256, attention: str = "additive", dropout: float = 0.2,
+                 copy_map: Tensor | None = None):
         super().__init__()
         if cell not in CELLS:
             raise RnnlabError(f"cell must be one of {sorted(CELLS)}, got {cell!r}")
+        if copy_map is not None and attention == "none":
+            raise RnnlabError("copying needs attention to point with; got copy_map with attention='none'")
+        if copy_map is not None and tuple(copy_map.shape) != (src_vocab,):
+            raise RnnlabError(f"copy_map must have one target id per source id, shape ({src_vocab},), "
+                              f"got {tuple(copy_map.shape)}")
         layer, cell_cls = CELLS[cell]
         dec = 2 * hidden
         self.cell_kind = cell
@@ -112,6 +130,11 @@ class Seq2Seq(nn.Module):
         self.out = nn.Linear(dec, tgt_vocab)
         self.drop = nn.Dropout(dropout)
         self.dec_size = dec
+        if copy_map is not None:
+            self.register_buffer("copy_map", copy_map.long().clone())
+            self.gate = nn.Linear(dec + 2 * hidden + embedding, 1)
+        else:
+            self.copy_map = None
 
     def encode(self, src: Tensor, src_len: Tensor) -> State:
         enc, final = self.encoder(self.drop(self.src_embed(src)), lengths=src_len)
@@ -120,20 +143,44 @@ class Seq2Seq(nn.Module):
         hidden = tuple(first.chunk(2, -1)) if self.cell_kind == "lstm" else first
         mask = torch.arange(src.shape[1], device=src.device)[None] < src_len[:, None]
         feed = enc.new_zeros(src.shape[0], self.dec_size)
-        return State(hidden, feed, enc, self.attention.keys(enc), mask)
+        copy_to = None if self.copy_map is None else self.copy_map[src].masked_fill(~mask, -1)
+        return State(hidden, feed, enc, self.attention.keys(enc), mask, copy_to)
 
     def step(self, y_prev: Tensor, state: State) -> tuple[Tensor, State, Tensor]:
-        """One target token: ``(logits (B, V), new state, attention weights (B, S))``."""
-        state, alpha = self._advance(self.drop(self.tgt_embed(y_prev)), state)
-        return self.out(self.drop(state.feed)), state, alpha
+        """One target token: ``(logits (B, V), new state, attention weights (B, S))``; a copy model
+        returns log-probabilities in place of the logits."""
+        embedded = self.drop(self.tgt_embed(y_prev))
+        state, alpha, context = self._advance(embedded, state)
+        return self._scores(state.feed, context, embedded, alpha, state.copy_to), state, alpha
 
-    def _advance(self, embedded: Tensor, state: State) -> tuple[State, Tensor]:
-        """The recurrent part of a step: new cell state, attention and attentional vector ``a_t``."""
+    def _advance(self, embedded: Tensor, state: State) -> tuple[State, Tensor, Tensor]:
+        """The recurrent part of a step: new cell state, attention weights, context ``c_t`` and
+        attentional vector ``a_t`` (in the new state's ``feed``)."""
         hidden = self.cell(torch.cat([embedded, state.feed], -1), state.hidden)
         query = hidden[0] if isinstance(hidden, tuple) else hidden
         context, alpha = self.attention(query, state.keys, state.enc, state.mask)
         feed = torch.tanh(self.combine(torch.cat([query, context], -1)))
-        return State(hidden, feed, state.enc, state.keys, state.mask), alpha
+        return State(hidden, feed, state.enc, state.keys, state.mask, state.copy_to), alpha, context
+
+    def _scores(self, feed: Tensor, context: Tensor, embedded: Tensor, alpha: Tensor,
+                copy_to: Tensor | None) -> Tensor:
+        """Logits over the target vocabulary, or with copying ``log p(y)`` of the pointer-generator
+        mixture. Leading dimensions ``(B,)`` for a step or ``(B, T)`` for teacher forcing."""
+        logits = self.out(self.drop(feed))
+        if self.copy_map is None:
+            return logits
+        if alpha.dim() == 3:                                              # (B, T, S): teacher forcing
+            copy_to = copy_to[:, None].expand_as(alpha)
+        copyable = copy_to >= 0
+        beta = alpha.masked_fill(~copyable, 0.0)
+        total = beta.sum(-1, keepdim=True)
+        beta = beta / total.clamp_min(1e-9)
+        # no copyable position: generate only (the mixture would otherwise lose 1 - g of its mass)
+        generate = torch.sigmoid(self.gate(torch.cat([feed, context, embedded], -1)))
+        generate = torch.where(total > 0, generate, torch.ones_like(generate))
+        copied = torch.zeros_like(logits).scatter_add_(-1, copy_to.clamp_min(0), beta)
+        p = generate * torch.softmax(logits.float(), -1) + (1 - generate) * copied.float()
+        return torch.log(p.clamp_min(1e-12)).to(logits.dtype)
 
     def forward(self, src: Tensor, src_len: Tensor, tgt_in: Tensor) -> Tensor:
         """Teacher forcing: logits ``(B, T, V)`` for the reference prefix ``tgt_in`` (starting with BOS).
@@ -141,11 +188,14 @@ class Seq2Seq(nn.Module):
         largest matrix) run once over all steps instead of once per step: about 2x faster to train."""
         state = self.encode(src, src_len)
         embedded = self.drop(self.tgt_embed(tgt_in))
-        feeds = []
+        feeds, alphas, contexts = [], [], []
         for t in range(tgt_in.shape[1]):
-            state, _ = self._advance(embedded[:, t], state)
+            state, alpha, context = self._advance(embedded[:, t], state)
             feeds.append(state.feed)
-        return self.out(self.drop(torch.stack(feeds, 1)))
+            alphas.append(alpha)
+            contexts.append(context)
+        return self._scores(torch.stack(feeds, 1), torch.stack(contexts, 1), embedded, torch.stack(alphas, 1),
+                            state.copy_to)
 
 
 @dataclass

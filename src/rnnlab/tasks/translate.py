@@ -76,6 +76,7 @@ class Config:
     no_attention_baseline: bool = True
     fuzzy: bool = False             # feed the translation of the nearest training source too (fuzzy repair)
     fuzzy_threshold: float = 0.6    # ... only when its similarity (3-gram TF-IDF cosine) is at least this
+    copy: bool = False              # pointer-generator: the decoder may copy source / hint pieces it points at
     constrain_placeholders: bool = True  # decoding must produce every source placeholder before ending
     max_pairs: int = 0              # use only the first N training pairs (0: all)
     max_test: int = 0               # score only the first N test pairs (0: all; for smoke tests)
@@ -162,9 +163,32 @@ def _pad(rows: list[list[int]]) -> torch.Tensor:
 
 # -- model -----------------------------------------------------------------------------------------
 
-def build_model(config: Config, src_vocab: int, tgt_vocab: int, attention: str | None = None) -> Seq2Seq:
-    return Seq2Seq(src_vocab, tgt_vocab, config.cell, config.embedding, config.hidden,
-                   attention or config.attention, config.dropout)
+def build_model(config: Config, src_vocab: int, tgt_vocab: int, attention: str | None = None,
+                copy_to: torch.Tensor | None = None) -> Seq2Seq:
+    """The network for ``config``; with ``--copy`` an attention model copies through ``copy_to``
+    (see :func:`copy_map`; left out, a placeholder of the right size that loading a checkpoint fills)."""
+    attention = attention or config.attention
+    if config.copy and attention != "none" and copy_to is None:
+        copy_to = torch.full((src_vocab,), -1, dtype=torch.long)
+    return Seq2Seq(src_vocab, tgt_vocab, config.cell, config.embedding, config.hidden, attention, config.dropout,
+                   copy_to if config.copy and attention != "none" else None)
+
+
+def copy_map(config: Config, src: Tokenizer, tgt: Tokenizer) -> torch.Tensor:
+    """For each encoder id, the target id a copy of it produces (-1: not copyable): a source piece
+    whose text is also a target piece (placeholders, names, numbers, pieces of English left as they
+    are) and, with fuzzy repair, every hint piece (they are target pieces already)."""
+    table = torch.full((source_vocab(config, src, tgt),), -1, dtype=torch.long)
+    special = {PAD, src.sp.unk_id(), BOS, EOS}
+    for i in range(len(src)):
+        j = tgt.sp.piece_to_id(src.sp.id_to_piece(i))
+        if i not in special and j not in special:
+            table[i] = j
+    if config.fuzzy:  # hint ids are len(src) + target id; SEP, the last id, stays -1
+        hint = torch.arange(len(tgt))
+        hint[[PAD, tgt.sp.unk_id(), BOS, EOS]] = -1
+        table[len(src):len(src) + len(tgt)] = hint
+    return table
 
 
 def fit_model(model: Seq2Seq, config: Config, data: dict, run_dir: Path, verbose: int, resume: bool = False) -> dict:
@@ -414,7 +438,8 @@ def train(config: Config, run_dir: Path, verbose: int = 1, resume: bool = False)
                 continue
             member_config = dataclasses.replace(config, seed=config.seed + k)
             seed_everything(member_config.seed)
-            model = build_model(config, source_vocab(config, src_tok, tgt_tok), len(tgt_tok), kind)
+            model = build_model(config, source_vocab(config, src_tok, tgt_tok), len(tgt_tok), kind,
+                                copy_map(config, src_tok, tgt_tok) if config.copy else None)
             info[name_k] = fit_model(model, member_config, data, run_dir / name_k, verbose, resume)
             if count > 1:
                 Translator(model, src_tok, tgt_tok, member_config, memory).save(done)
