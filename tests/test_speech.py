@@ -19,6 +19,8 @@ from rnnlab.tasks import speech  # noqa: E402
 
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None or shutil.which("flite") is None,
                                   reason="espeak-ng / flite missing (make install adds them)")
+HAVE_FESTIVAL = shutil.which("festival") is not None and shutil.which("text2wave") is not None
+needs_festival = pytest.mark.skipif(not HAVE_FESTIVAL, reason="festival missing (make install adds it)")
 
 
 def _human_available() -> bool:
@@ -80,18 +82,46 @@ def test_augment_changes_audio_but_keeps_it_finite():
 
 @needs_espeak
 def test_voice_split_keeps_validation_voices_out_of_training():
-    config = speech.Config()
+    config = speech.Config(festival_voices=40 if HAVE_FESTIVAL else 0)
     train, val = speech.voice_sets(config)
     assert len(train) >= 200 and len(val) >= 10
     train_ids, val_ids = {v.identity for v in train}, {v.identity for v in val}
     assert not train_ids & val_ids
     for v in train:  # no held-out accent, variant or flite voice in any training setting
         assert v.accent != sd.VAL_ACCENT and v.variant not in sd.VAL_VARIANTS and v.accent != sd.VAL_FLITE, v
-    assert {v.engine for v in train} == {v.engine for v in val} == {"espeak-ng", "flite"}
+    assert {v.engine for v in val} == {"espeak-ng", "flite"}
+    assert {v.engine for v in train} == {"espeak-ng", "flite"} | ({"festival"} if HAVE_FESTIVAL else set())
     assert any(v.accent == sd.VAL_FLITE for v in val)
     leaked = train + [val[0]]
     with pytest.raises(RnnlabError, match="voice split"):
         sd.check_voice_split(leaked, val)
+
+
+@needs_festival
+def test_festival_voices_are_training_voices_only():
+    voices = sd.sample_voices(0, 0, "train", 0, n_festival=12)
+    assert len(voices) >= 6 and {v.engine for v in voices} == {"festival"}
+    assert not any(sd.is_validation_voice(v) for v in voices)
+    assert {v.accent for v in voices} <= set(sd.FESTIVAL_VOICES)
+    assert all(v.pitch == 0 for v in voices if v.accent.endswith("_hts"))  # HTS ignores a pitch change
+    sd.check_voice_split(voices, sd.sample_voices(2, 1, "val", 0))
+    with pytest.raises(RnnlabError, match="festival voices are training voices only"):
+        sd.sample_voices(0, 0, "val", 0, n_festival=1)
+
+
+@needs_festival
+@pytest.mark.parametrize("name", sd.FESTIVAL_VOICES)
+def test_festival_synthesises_one_word_per_voice(name, tmp_path, monkeypatch):
+    if name not in sd.festival_voices():
+        pytest.skip(f"festival voice {name} not installed")
+    monkeypatch.setenv("RNNLAB_CACHE", str(tmp_path))
+    voice = sd.Voice("festival", name, "", 1.2, 0.0 if name.endswith("_hts") else 1.3)
+    (y,) = sd.synthesize(voice, ("seven",))
+    assert y.dtype == np.float32 and 0.2 <= len(y) / sd.SAMPLE_RATE <= 2.0  # SAMPLE_RATE: the cache's rate
+    assert np.abs(y).max() > 0.5 and np.sqrt(np.mean(y ** 2)) > 0.02  # speech, not silence
+    assert len(list(tmp_path.glob("speech/*.npz"))) == 1
+    (again,) = sd.synthesize(voice, ("seven",))  # the second call reads the cache
+    assert np.allclose(again, y, atol=1e-4)
 
 
 @needs_human

@@ -1,15 +1,16 @@
 """Spoken words: synthesised training voices, human test recordings, features and augmentation.
 
 Nothing is downloaded. Training words are synthesised with ``espeak-ng`` (English accents x voice
-variants x speed x pitch) and ``flite`` (its English voices, with duration and pitch changes); the
+variants x speed x pitch), ``flite`` (its English voices, with duration and pitch changes) and
+``festival`` (two diphone voices and an HTS voice, more natural than espeak-ng's formants); the
 test set is human speech that Debian ships (``asterisk-core-sounds-en-wav``: a US English woman at
 8 kHz; ``klettres-data``: letters from two more speakers). Everything is resampled to
 :data:`SAMPLE_RATE` (8 kHz, the telephone band of the human test audio).
 
 The voice split is strict: a synthetic *voice* is an engine + accent + variant (espeak-ng) or an
-engine + voice (flite). Validation voices are every espeak-ng voice with a variant in
-:data:`VAL_VARIANTS` or the accent :data:`VAL_ACCENT`, and the flite voice :data:`VAL_FLITE`;
-none of them is ever trained on (:func:`check_voice_split` enforces it), and no human speaker is.
+engine + voice (flite, festival). Validation voices are every espeak-ng voice with a variant in
+:data:`VAL_VARIANTS` or the accent :data:`VAL_ACCENT`, and the flite voice :data:`VAL_FLITE`
+(festival has only three voices: all of them are training voices); none of them is ever trained on (:func:`check_voice_split` enforces it), and no human speaker is.
 
 Synthesis is cached on disk (``$RNNLAB_CACHE/speech`` or ``~/.cache/rnnlab/speech``), one file per
 voice setting, named by a hash of everything that changes its audio: change a setting and only
@@ -43,10 +44,13 @@ NATO = ("alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel"
 WORDS = DIGITS + LETTERS + NATO  # the 62 classes, in this order
 GROUPS = {"digits": DIGITS, "letters": LETTERS, "nato": NATO}
 SPOKEN = {"xray": "x-ray"}  # how a label is written for the synthesisers
+ENGINE_SPOKEN = {"festival": {"a": "ay"}}  # festival reads a lone "a" as the article (a schwa), "ay" as the letter
 
 ESPEAK_ACCENTS = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-gbclan", "en-gb-x-rp", "en-gb-x-gbcwmd", "en-029",
                   "en-us-nyc")
 FLITE_VOICES = ("kal", "kal16", "awb", "rms", "slt")
+FESTIVAL_VOICES = ("kal_diphone", "ked_diphone", "cmu_us_slt_arctic_hts")
+FESTIVAL_PACKAGES = "festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts"
 VAL_ACCENT = "en-gb-x-gbcwmd"
 VAL_VARIANTS = ("Andrea", "f3", "m4", "klatt3", "john", "steph2", "Gene2", "iven3", "belinda", "max")
 VAL_FLITE = "rms"
@@ -58,13 +62,13 @@ SYNTH_VERSION = 1  # bump when the synthesis code changes what it writes
 
 @dataclass(frozen=True)
 class Voice:
-    """One synthesis setting: ``engine`` + ``name`` (accent[+variant] or flite voice) + speed + pitch."""
+    """One synthesis setting: ``engine`` + ``name`` (accent[+variant] or flite/festival voice) + speed + pitch."""
 
-    engine: str          # "espeak-ng" or "flite"
-    accent: str          # espeak-ng language / flite voice name
+    engine: str          # "espeak-ng", "flite" or "festival"
+    accent: str          # espeak-ng language / flite or festival voice name
     variant: str = ""    # espeak-ng variant ("" = the accent's default voice)
-    speed: float = 1.0   # words per minute / 175 (espeak-ng); 1 / duration_stretch (flite)
-    pitch: float = 50.0  # espeak-ng 0-99; flite mean F0 in Hz (0 = the voice's own)
+    speed: float = 1.0   # words per minute / 175 (espeak-ng); 1 / duration stretch (flite, festival)
+    pitch: float = 50.0  # espeak-ng 0-99; flite, festival: factor on the voice's mean F0 (0 = the voice's own)
 
     @property
     def identity(self) -> str:
@@ -77,6 +81,8 @@ class Voice:
 
 
 def is_validation_voice(voice: Voice) -> bool:
+    if voice.engine == "festival":  # too few voices to hold one out: validation stays on espeak-ng and flite
+        return False
     if voice.engine == "flite":
         return voice.accent == VAL_FLITE
     return voice.accent == VAL_ACCENT or voice.variant in VAL_VARIANTS
@@ -97,11 +103,14 @@ def espeak_accents() -> list[str]:
     return [a for a in ESPEAK_ACCENTS if a in have]
 
 
-def sample_voices(n_espeak: int, n_flite: int, split: str, seed: int) -> list[Voice]:
-    """``n_espeak`` espeak-ng and ``n_flite`` flite settings of the ``split`` ("train" or "val") voices.
+def sample_voices(n_espeak: int, n_flite: int, split: str, seed: int, n_festival: int = 0) -> list[Voice]:
+    """``n_espeak`` espeak-ng, ``n_flite`` flite and ``n_festival`` festival settings of the ``split``
+    ("train" or "val") voices.
 
     Accent, variant, speed (0.7-1.35 x 175 wpm) and pitch (15-85) are drawn at random; for flite,
-    the voices of the split at 0.75-1.35 x their speed and 0.7-1.5 x their mean F0.
+    the voices of the split at 0.75-1.35 x their speed and 0.7-1.5 x their mean F0; for festival,
+    a random voice at a random 0.75-1.35 x speed and 0.7-1.5 x mean F0 (HTS voices keep their own F0).
+    Festival draws come last, so adding them leaves the other settings (and their cache) unchanged.
     """
     if split not in ("train", "val"):
         raise RnnlabError(f"split must be 'train' or 'val', got {split!r}")
@@ -124,7 +133,26 @@ def sample_voices(n_espeak: int, n_flite: int, split: str, seed: int) -> list[Vo
             speed = 1.0 if plain else float(np.round(rng.uniform(0.75, 1.35), 2))
             pitch = 0.0 if plain else float(np.round(rng.uniform(0.7, 1.5), 2))
             voices.append(Voice("flite", name, "", speed, pitch))
+    if n_festival:
+        voices += _sample_festival(n_festival, want_val, rng)
     return list(dict.fromkeys(voices))
+
+
+def _sample_festival(n: int, want_val: bool, rng: np.random.Generator) -> list[Voice]:
+    if want_val:
+        raise RnnlabError(f"expected 0 festival validation settings, got {n}: festival voices are training "
+                          "voices only (set val_festival_voices to 0)")
+    names = [v for v in festival_voices() if not is_validation_voice(Voice("festival", v))]
+    if not names:
+        raise RnnlabError(f"expected festival voices for {n} festival settings, got none of {FESTIVAL_VOICES} "
+                          f"installed; run 'make install' (or: sudo apt-get install {FESTIVAL_PACKAGES})")
+    voices = []
+    for _ in range(n):
+        name = names[rng.integers(len(names))]
+        speed = float(np.round(rng.uniform(0.75, 1.35), 2))
+        pitch = float(np.round(rng.uniform(0.7, 1.5), 2))
+        voices.append(Voice("festival", name, "", speed, 0.0 if _is_hts(name) else pitch))
+    return voices
 
 
 def flite_voices() -> list[str]:
@@ -132,6 +160,19 @@ def flite_voices() -> list[str]:
     out = subprocess.run(["flite", "-lv"], capture_output=True, text=True).stdout
     have = set(out.replace("Voices available:", "").split())
     return [v for v in FLITE_VOICES if v in have]
+
+
+def festival_voices() -> list[str]:
+    """The voices of :data:`FESTIVAL_VOICES` this festival has (``(voice.list)``), in that order."""
+    _need("festival", FESTIVAL_PACKAGES)
+    out = subprocess.run(["festival", "--batch", "(print (voice.list))"], capture_output=True, text=True).stdout
+    have = set(out.replace("(", " ").replace(")", " ").split())
+    return [v for v in FESTIVAL_VOICES if v in have]
+
+
+def _is_hts(name: str) -> bool:
+    """HTS voices make their own F0 and durations: they ignore int_lr_params and Duration_Stretch."""
+    return name.endswith("_hts")
 
 
 def check_voice_split(train: list[Voice], val: list[Voice]) -> None:
@@ -217,6 +258,52 @@ def _flite(voice: Voice, texts: list[str]) -> list[np.ndarray]:
     return out
 
 
+def _scheme_string(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _festival_setup(voice: Voice) -> str:
+    """Scheme that selects ``voice`` and applies its speed and pitch, relative to the voice's own
+    settings (the voice function resets them, so this runs after it)."""
+    name = voice.accent
+    if _is_hts(name):  # measured: only the engine's rate option "-r" changes an HTS voice's speed
+        return f'(voice_{name}) (set! hts_engine_params (cons (list "-r" {voice.speed:.3f}) hts_engine_params))'
+    scheme = f"(voice_{name}) (Parameter.set 'Duration_Stretch (/ (Parameter.get 'Duration_Stretch) {voice.speed:.3f}))"
+    if voice.pitch:  # diphone voices: scale the target mean F0 of the linear-regression intonation model
+        scheme += (f" (set! int_lr_params (cons (list 'target_f0_mean (* {voice.pitch:.3f} "
+                   f"(cadr (assoc 'target_f0_mean int_lr_params)))) int_lr_params))")
+    return scheme
+
+
+def _festival(voice: Voice, texts: list[str]) -> list[np.ndarray]:
+    """One festival process per voice writes one file per word: no cutting at pauses, which is
+    unreliable for festival (its pauses between sentences are often under 250 ms, as short as the
+    gaps inside a word)."""
+    import soundfile as sf
+
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = [os.path.join(tmp, f"{i}.wav") for i in range(len(texts))]
+        jobs = " ".join(f"({_scheme_string(t)} {_scheme_string(p)})" for t, p in zip(texts, paths))
+        # Utterance does not evaluate its arguments: build the call as a list and eval it
+        script = (f"(begin {_festival_setup(voice)} (mapcar (lambda (job) (utt.save.wave (utt.synth "
+                  f"(eval (list 'Utterance 'Text (car job)))) (cadr job) 'riff)) '({jobs})))")
+        done = subprocess.run(["festival", "--batch", script], capture_output=True, text=True)
+        missing = [t for t, p in zip(texts, paths) if not os.path.isfile(p)]
+        if missing:  # festival exits 0 after a Scheme error: the missing files are the sign
+            raise RnnlabError(f"festival voice {voice.accent!r} wrote no audio for {missing[:3]} "
+                              f"({len(missing)} of {len(texts)} words): {done.stderr.strip()[-300:] or 'no message'}")
+        out = []
+        for path in paths:
+            y, sr = sf.read(path, dtype="float32")
+            out.append(trim(_to_rate(y, sr)))
+    return out
+
+
+SYNTHESISERS = {"espeak-ng": _espeak, "flite": _flite, "festival": _festival}
+ENGINE_PROGRAMS = {"espeak-ng": ("espeak-ng", "espeak-ng"), "flite": ("flite", "flite"),
+                   "festival": ("festival", FESTIVAL_PACKAGES)}  # engine -> (program, Debian package)
+
+
 def synthesize(voice: Voice, words: tuple[str, ...] = WORDS) -> list[np.ndarray]:
     """The ``words`` spoken by ``voice``, 8 kHz float32, silence trimmed; cached on disk."""
     path = cache_dir() / f"{voice.key(words)}.npz"
@@ -227,8 +314,10 @@ def synthesize(voice: Voice, words: tuple[str, ...] = WORDS) -> list[np.ndarray]
             return [audio[offsets[i]:offsets[i + 1]].astype(np.float32) / 32767 for i in range(len(words))]
         except (OSError, ValueError, KeyError):
             path.unlink(missing_ok=True)  # a torn cache file: synthesise again
-    texts = [SPOKEN.get(w, w) for w in words]
-    waves = _espeak(voice, texts) if voice.engine == "espeak-ng" else _flite(voice, texts)
+    if voice.engine not in SYNTHESISERS:
+        raise RnnlabError(f"expected a synthesis engine in {sorted(SYNTHESISERS)}, got {voice.engine!r}")
+    spoken = {**SPOKEN, **ENGINE_SPOKEN.get(voice.engine, {})}
+    waves = SYNTHESISERS[voice.engine](voice, [spoken.get(w, w) for w in words])
     waves = [w / max(1e-6, float(np.abs(w).max())) * 0.9 for w in waves]
     offsets = np.cumsum([0] + [len(w) for w in waves])
     audio = (np.concatenate(waves) * 32767).astype(np.int16)
@@ -241,9 +330,8 @@ def synthesize(voice: Voice, words: tuple[str, ...] = WORDS) -> list[np.ndarray]
 def synthesize_all(voices: list[Voice], words: tuple[str, ...] = WORDS, workers: int | None = None,
                    verbose: bool = False) -> list[list[np.ndarray]]:
     """:func:`synthesize` for every voice, ``workers`` synthesiser processes at a time."""
-    for engine, package in (("espeak-ng", "espeak-ng"), ("flite", "flite")):
-        if any(v.engine == engine for v in voices):
-            _need(engine, package)
+    for engine in {v.engine for v in voices} & ENGINE_PROGRAMS.keys():
+        _need(*ENGINE_PROGRAMS[engine])
     workers = workers or min(4, os.cpu_count() or 1)
     todo = sum(not (cache_dir() / f"{v.key(words)}.npz").exists() for v in voices)
     if verbose and todo:
