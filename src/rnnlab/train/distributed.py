@@ -6,6 +6,7 @@ shards every global batch across the ranks.
 """
 from __future__ import annotations
 
+import atexit
 import os
 
 import torch
@@ -24,9 +25,17 @@ def init_from_env(backend: str | None = None) -> bool:
     if not dist.is_initialized():
         backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
         dist.init_process_group(backend)
+        # Leave the group before the interpreter tears down: a group still alive at exit can abort
+        # the process ("terminate called without an active exception", seen once in make test).
+        atexit.register(_leave)
         if backend == "nccl":
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
     return True
+
+
+def _leave() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def rank_and_world() -> tuple[int, int]:
