@@ -142,7 +142,7 @@ def _sample_festival(n: int, want_val: bool, rng: np.random.Generator) -> list[V
     if want_val:
         raise RnnlabError(f"expected 0 festival validation settings, got {n}: festival voices are training "
                           "voices only (set val_festival_voices to 0)")
-    names = [v for v in festival_voices() if not is_validation_voice(Voice("festival", v))]
+    names = festival_voices()  # all of them are training voices (see is_validation_voice)
     if not names:
         raise RnnlabError(f"expected festival voices for {n} festival settings, got none of {FESTIVAL_VOICES} "
                           f"installed; run 'make install' (or: sudo apt-get install {FESTIVAL_PACKAGES})")

@@ -168,10 +168,11 @@ def build_model(config: Config, src_vocab: int, tgt_vocab: int, attention: str |
     """The network for ``config``; with ``--copy`` an attention model copies through ``copy_to``
     (see :func:`copy_map`; left out, a placeholder of the right size that loading a checkpoint fills)."""
     attention = attention or config.attention
-    if config.copy and attention != "none" and copy_to is None:
+    copies = config.copy and attention != "none"  # the no-attention baseline has nothing to point with
+    if copies and copy_to is None:
         copy_to = torch.full((src_vocab,), -1, dtype=torch.long)
     return Seq2Seq(src_vocab, tgt_vocab, config.cell, config.embedding, config.hidden, attention, config.dropout,
-                   copy_to if config.copy and attention != "none" else None)
+                   copy_to if copies else None)
 
 
 def copy_map(config: Config, src: Tokenizer, tgt: Tokenizer) -> torch.Tensor:
@@ -420,6 +421,7 @@ def train(config: Config, run_dir: Path, verbose: int = 1, resume: bool = False)
         print(f"note: {cut} training/validation sources longer than max_len={config.max_len} tokens were cut",
               file=sys.stderr)
     kinds = [config.attention] + (["none"] if config.no_attention_baseline else [])
+    table = copy_map(config, src_tok, tgt_tok) if config.copy else None  # one table for every model
     info = {"pair": name, "train_pairs": len(split.train), "val_pairs": len(split.val), "test_pairs": len(split.test),
             "src_vocab": len(src_tok), "tgt_vocab": len(tgt_tok)}
     for kind in kinds:
@@ -438,8 +440,7 @@ def train(config: Config, run_dir: Path, verbose: int = 1, resume: bool = False)
                 continue
             member_config = dataclasses.replace(config, seed=config.seed + k)
             seed_everything(member_config.seed)
-            model = build_model(config, source_vocab(config, src_tok, tgt_tok), len(tgt_tok), kind,
-                                copy_map(config, src_tok, tgt_tok) if config.copy else None)
+            model = build_model(config, source_vocab(config, src_tok, tgt_tok), len(tgt_tok), kind, table)
             info[name_k] = fit_model(model, member_config, data, run_dir / name_k, verbose, resume)
             if count > 1:
                 Translator(model, src_tok, tgt_tok, member_config, memory).save(done)
