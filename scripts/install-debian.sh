@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Install the Debian packages rnnlab's applications read their data from, when missing.
 # Speech: espeak-ng, flite and festival (with its kal, ked and slt HTS voices) synthesise training words;
-# asterisk and klettres ship human test voices.
+# asterisk and klettres ship human test voices; qabcs-data a human speaker's letters to train on.
 # Report: chromium renders report.html in the browser test; WenQuanYi Zen Hei draws Chinese in plots.
 set -u
 packages=(espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts
-          asterisk-core-sounds-en-wav klettres-data chromium fonts-wqy-zenhei)
+          asterisk-core-sounds-en-wav klettres-data qabcs-data chromium fonts-wqy-zenhei)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

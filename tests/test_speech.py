@@ -78,6 +78,26 @@ def test_augment_changes_audio_but_keeps_it_finite():
     assert spectrum[freqs < 100].mean() < 0.05 * spectrum[(freqs > 500) & (freqs < 3000)].mean()
 
 
+def test_reverberate_adds_a_decaying_room_tail():
+    rng = np.random.default_rng(3)
+    impulse = np.zeros(800, np.float32)
+    impulse[0] = 1.0
+    out = sd.reverberate(impulse, rng)
+    rt60 = (len(out) - len(impulse)) / sd.SAMPLE_RATE  # the tail is kept: as long as the reverberation time
+    assert 0.15 <= rt60 <= 0.7 and out[0] == pytest.approx(1.0)
+    n = int(rt60 * sd.SAMPLE_RATE)
+    early, late = out[1:n // 6], out[n - n // 6:n]
+    assert 0 < np.sum(early ** 2) < 0.6 ** 2 + 1e-6  # the wet part: at most 60% of the direct sound
+    assert np.mean(late ** 2) < 1e-3 * np.mean(early ** 2)  # decays by more than 30 dB over the tail
+    y = (0.5 * np.sin(2 * np.pi * 300 * np.arange(4000) / 8000)).astype(np.float32)
+    assert np.array_equal(sd.augment(y, np.random.default_rng(0)), sd.augment(y, np.random.default_rng(0), 0.0))
+    assert len(sd.augment(y, np.random.default_rng(0), 1.0)) > len(sd.augment(y, np.random.default_rng(0)))
+    assert len(sd.augment(y, np.random.default_rng(0), pad=0.0)) < len(sd.augment(y, np.random.default_rng(0), pad=1.0))
+    for bad in (dict(reverb=1.5), dict(pad=-0.1), dict(human_train_copies=-1), dict(trim_db=0)):
+        with pytest.raises(RnnlabError, match="expected"):
+            speech.Config(**bad)
+
+
 # -- the voice split -------------------------------------------------------------------------------------
 
 @needs_espeak
@@ -132,6 +152,21 @@ def test_human_test_set_is_115_recordings_of_62_words():
     assert sum(r.speaker == "asterisk" for r in items) == 63
     assert not any(r.path.endswith(("oh.wav", "9_p.wav")) for r in items)
     assert all(not r.path.startswith(str(sd.cache_dir())) for r in items)
+
+
+@needs_human
+@pytest.mark.skipif(not sd.QABCS_ROOT.is_dir(), reason="qabcs-data missing (make install adds it)")
+def test_human_training_letters_are_no_test_speaker():
+    train, test = sd.human_training_set(), sd.human_test_set()
+    assert len(train) == 28 and {r.word for r in train} == set(sd.LETTERS)
+    assert {r.speaker for r in train} == {"qabcs-en", "qabcs-en_gb"}
+    sd.check_speaker_split(train, test)
+    words = speech.human_training_words(speech.Config(human_train_copies=2))
+    assert len(words) == 28 and all(n == 2 and len(y) > 0.2 * sd.SAMPLE_RATE for _, y, n in words)
+    with pytest.raises(RnnlabError, match="speaker split"):  # a test file renamed to a training speaker
+        sd.check_speaker_split(train + [sd.Recording(test[-1].path, test[-1].word, "qabcs-en")], test)
+    with pytest.raises(RnnlabError, match="speaker split"):
+        sd.check_speaker_split(train + [test[0]], test)
 
 
 # -- decoding and metrics ------------------------------------------------------------------------------------
@@ -227,6 +262,11 @@ def test_recognize_a_human_file_and_refuse_bad_ones(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     metrics = json.loads(done.stdout.strip().splitlines()[-1])
     assert 0 <= metrics["human_accuracy"] <= 1 and (run_dir / "confusion_human.png").is_file()
+    done = subprocess.run([sys.executable, "-m", "rnnlab", "speech", "eval", "--run-dir", str(run_dir), "--no-peer",
+                           "--trim-db", "60", "--json"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    scored = json.loads(done.stdout.strip().splitlines()[-1])
+    assert scored["trim_db"] == 60 and 0 <= scored["human_accuracy"] <= 1 and "digit_string_wer" in scored
     human = sd.human_test_set()[0].path  # asterisk digits/0.wav, 8 kHz
     done = subprocess.run([sys.executable, "-m", "rnnlab", "speech", "recognize", human, "--run-dir", str(run_dir),
                            "--json"], capture_output=True, text=True, timeout=120)

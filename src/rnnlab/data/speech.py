@@ -359,6 +359,29 @@ def _asterisk_dir() -> Path:
                       f"(digits/0.wav and phonetic/a_p.wav under one of {ASTERISK_ROOTS}); run 'make install'")
 
 
+QABCS_ROOT = Path("/usr/share/qabcs/abcs")
+
+
+def human_training_set() -> list[Recording]:
+    """The human recordings that may be trained on: qabcs-data's letters, a US man (a..z, 44.1 kHz)
+    and a British man (r, and z said "zed"). Neither is a test speaker (:func:`check_speaker_split`)."""
+    items = [Recording(str(QABCS_ROOT / "en" / "sounds" / "alpha" / f"{c}.ogg"), c, "qabcs-en") for c in LETTERS]
+    items += [Recording(str(QABCS_ROOT / "en_gb" / "sounds" / "alpha" / f"{c}.ogg"), c, "qabcs-en_gb") for c in "rz"]
+    missing = [r.path for r in items if not os.path.isfile(r.path)]
+    if missing:
+        raise RnnlabError(f"human training letters need the Debian package qabcs-data ({len(missing)} files missing, "
+                          f"e.g. {missing[0]}); run 'make install' or set --human-train-copies 0")
+    return items
+
+
+def check_speaker_split(train: list[Recording], test: list[Recording]) -> None:
+    """Raise if a human test speaker, or one of the test files, is among the recordings trained on."""
+    leaked = sorted({r.speaker for r in train} & {r.speaker for r in test}) + \
+        sorted({os.path.realpath(r.path) for r in train} & {os.path.realpath(r.path) for r in test})
+    if leaked:
+        raise RnnlabError(f"speaker split broken: human test speakers or files in the training set: {leaked[:5]}")
+
+
 def _klettres_dir(lang: str) -> Path:
     for root in KLETTRES_ROOTS:
         path = Path(root) / lang / "alpha"
@@ -472,9 +495,9 @@ def features(y: np.ndarray) -> np.ndarray:
     return (logmel - logmel.mean(axis=0, keepdims=True)).astype(np.float32)
 
 
-def recording_features(path: str | os.PathLike) -> np.ndarray:
-    """Features of one file as the model sees it: loaded, 8 kHz, silence trimmed."""
-    return features(trim(load_audio(path)))
+def recording_features(path: str | os.PathLike, top_db: float = 35.0) -> np.ndarray:
+    """Features of one file as the model sees it: loaded, 8 kHz, silence (``top_db`` below the peak) trimmed."""
+    return features(trim(load_audio(path), top_db))
 
 
 # -- augmentation ----------------------------------------------------------------------------------------
@@ -494,17 +517,37 @@ def _bandpass(low: int, high: int) -> np.ndarray:
     return butter(4, [low, high], btype="bandpass", fs=SAMPLE_RATE, output="sos")
 
 
-def augment(y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def reverberate(y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A room: ``y`` convolved with a synthetic impulse response (the direct sound, then exponentially
+    decaying noise, RT60 0.15-0.7 s, 1-20 ms after it; Lehmann & Johansson's statistical model, no geometry),
+    mixed 10-60% wet; the tail is kept, as a microphone in a room records it."""
+    from scipy.signal import fftconvolve
+
+    rt60 = rng.uniform(0.15, 0.7)
+    n = int(rt60 * SAMPLE_RATE)
+    t = np.arange(n) / SAMPLE_RATE
+    tail = rng.standard_normal(n) * np.exp(-6.9 * t / rt60)  # -60 dB after rt60 seconds
+    tail[:int(rng.uniform(0.001, 0.02) * SAMPLE_RATE)] = 0.0  # the first reflection arrives after the direct sound
+    tail *= rng.uniform(0.1, 0.6) / (np.sqrt(np.sum(tail ** 2)) + 1e-12)  # wet energy relative to the direct path
+    tail[0] = 1.0
+    return fftconvolve(y, tail)[:len(y) + n].astype(np.float32)
+
+
+def augment(y: np.ndarray, rng: np.random.Generator, reverb: float = 0.0, pad: float = 0.15) -> np.ndarray:
     """One random distortion of a word: speed (0.85-1.15, pitch and formants with it), time shift
-    (0-150 ms of leading and trailing silence), telephone band-limiting (half the time), gain
-    (-20..+6 dB) and white or pink-ish noise at 5-40 dB SNR (most of the time)."""
+    (0-``pad`` seconds of leading and trailing silence, which the noise then fills), room
+    reverberation (with probability ``reverb``),
+    telephone band-limiting (half the time), gain (-20..+6 dB) and white or pink-ish noise at
+    5-40 dB SNR (most of the time)."""
     import librosa
 
     y = np.asarray(y, dtype=np.float32)
     rate = rng.uniform(0.85, 1.15)
     if abs(rate - 1) > 0.01:  # resample: plays the word faster/slower, shifting pitch and formants together
         y = librosa.resample(y, orig_sr=SAMPLE_RATE, target_sr=int(SAMPLE_RATE / rate), res_type="soxr_mq")
-    lead, tail = rng.integers(0, int(0.15 * SAMPLE_RATE), size=2)
+    lead, tail = rng.integers(0, max(1, int(pad * SAMPLE_RATE)), size=2)
+    if reverb and rng.random() < reverb:  # no draw at reverb=0: the distortions of a run without it stay as they were
+        y = reverberate(y, rng)
     y = np.concatenate([np.zeros(lead, np.float32), y, np.zeros(tail, np.float32)])
     if rng.random() < 0.5:
         y = telephone(y, rng.uniform(200, 400), rng.uniform(3000, 3600))

@@ -61,18 +61,33 @@ class Config:
     val_flite_voices: int = 8
     val_festival_voices: int = 0    # festival has no held-out voice (all 3 train): must stay 0
     augment_copies: int = 1         # distorted copies per synthesised word (besides the clean one)
+    reverb: float = 0.5             # chance that a distorted copy is also played in a synthetic room
+    pad: float = 0.15               # up to this many seconds of (noisy) silence before and after a distorted copy
+    trim_db: float = 35.0           # a recording's leading/trailing audio this far below its peak is cut
+    human_train_copies: int = 60    # distorted copies of each of qabcs-data's 28 human letters trained on
+                                    # (0: synthetic voices only)
     epochs: int = 12
     batch_size: int = 64
     learning_rate: float = 3e-3
     max_minutes: float = 9.0        # classifier training stops after this
-    ctc_strings: int = 3000         # connected digit strings (3-6 digits) for the CTC model
+    ctc_strings: int = 6000         # connected digit strings (3-6 digits) for the CTC model
     ctc_val_strings: int = 300
-    ctc_hidden: int = 96
-    ctc_layers: int = 1
-    ctc_epochs: int = 10
-    ctc_max_minutes: float = 3.0
+    ctc_hidden: int = 128
+    ctc_layers: int = 2
+    ctc_epochs: int = 12
+    ctc_max_minutes: float = 14.0
     beam: int = 8                   # prefix beam width for digit strings (1: greedy)
     seed: int = 0
+
+    def __post_init__(self):
+        if not 0.0 <= self.reverb <= 1.0:
+            raise RnnlabError(f"reverb is a probability: expected 0..1, got {self.reverb}")
+        if not 0.0 <= self.pad <= 2.0:
+            raise RnnlabError(f"pad is seconds of silence around a word: expected 0..2, got {self.pad}")
+        if not 10.0 <= self.trim_db <= 120.0:
+            raise RnnlabError(f"trim_db: expected 10..120 dB below the peak, got {self.trim_db}")
+        if self.human_train_copies < 0:
+            raise RnnlabError(f"human_train_copies: expected 0 or more copies, got {self.human_train_copies}")
 
 
 # -- data ------------------------------------------------------------------------------------------
@@ -86,23 +101,42 @@ def voice_sets(config: Config) -> tuple[list[sd.Voice], list[sd.Voice]]:
     return train, val
 
 
-def word_features(waves: list[list[np.ndarray]], copies: int, seed: int, clean: bool = True):
-    """Features and labels of every voice's 62 words: the clean word and ``copies`` distorted ones."""
+def word_features(waves: list[list[np.ndarray]], copies: int, seed: int, clean: bool = True, reverb: float = 0.0,
+                  pad: float = 0.15, extra: list[tuple[int, np.ndarray, int]] = ()):
+    """Features and labels of every voice's 62 words: the clean word and ``copies`` distorted ones;
+    ``extra``: more ``(label, wave, copies)`` words (the human training letters)."""
     feats, labels = [], []
+
+    def add(label: int, y: np.ndarray, n: int, rng: np.random.Generator) -> None:
+        if clean:
+            feats.append(sd.features(y))
+            labels.append(label)
+        for _ in range(n):
+            feats.append(sd.features(sd.augment(y, rng, reverb, pad)))
+            labels.append(label)
+
     for v, words in enumerate(waves):
         rng = np.random.default_rng([seed, v])
         for label, y in enumerate(words):
-            if clean:
-                feats.append(sd.features(y))
-                labels.append(label)
-            for _ in range(copies):
-                feats.append(sd.features(sd.augment(y, rng)))
-                labels.append(label)
+            add(label, y, copies, rng)
+    rng = np.random.default_rng([seed, len(waves)])
+    for label, y, n in extra:
+        add(label, y, n, rng)
     x, lengths = sd.pad_features(feats)
     return torch.from_numpy(x), torch.from_numpy(lengths), torch.tensor(labels)
 
 
-def digit_strings(waves: list[list[np.ndarray]], n: int, seed: int, augment: bool = True):
+def human_training_words(config: Config) -> list[tuple[int, np.ndarray, int]]:
+    """qabcs-data's human letters as ``(label, wave, copies)``, after checking no test speaker is among them."""
+    if not config.human_train_copies:
+        return []
+    items = sd.human_training_set()
+    sd.check_speaker_split(items, sd.human_test_set())
+    return [(WORDS.index(r.word), sd.trim(sd.load_audio(r.path), config.trim_db), config.human_train_copies)
+            for r in items]
+
+
+def digit_strings(waves: list[list[np.ndarray]], n: int, seed: int, augment: bool = True, reverb: float = 0.0):
     """``n`` connected digit strings (3-6 digits of one voice, 30-300 ms pauses), features and labels."""
     rng = np.random.default_rng([seed, 7])
     feats, targets = [], []
@@ -113,7 +147,7 @@ def digit_strings(waves: list[list[np.ndarray]], n: int, seed: int, augment: boo
         for d in digits:
             parts += [words[d], np.zeros(int(rng.uniform(0.03, 0.3) * sd.SAMPLE_RATE), np.float32)]
         y = np.concatenate(parts)
-        feats.append(sd.features(sd.augment(y, rng) if augment else y))
+        feats.append(sd.features(sd.augment(y, rng, reverb) if augment else y))
         targets.append(digits + 1)
     x, lengths = sd.pad_features(feats)
     t = np.zeros((n, 6), dtype=np.int64)
@@ -136,6 +170,19 @@ def stack_frames(x: Tensor, lengths: Tensor, k: int = 2) -> tuple[Tensor, Tensor
     return x.reshape(b, (t + pad) // k, k * f), (lengths + k - 1) // k
 
 
+def warp_mel(x: Tensor, alpha: Tensor | float) -> Tensor:
+    """Stretch the mel axis of ``(B, T, F)`` log-mel frames by ``alpha`` (one per utterance, ``(B, 1, 1)``,
+    or one for all): channel ``k`` takes the value at ``k * alpha``, linearly interpolated. ``alpha`` > 1
+    moves formants down, as a longer vocal tract does (vocal tract length normalisation, Lee & Rose 1996)."""
+    b, t, f = x.shape
+    alpha = torch.as_tensor(alpha, dtype=x.dtype).reshape(-1, 1, 1)
+    pos = (torch.arange(f, dtype=x.dtype).view(1, 1, f) * alpha).clamp(max=f - 1)
+    lo = pos.floor().long()
+    hi = (lo + 1).clamp(max=f - 1)
+    w = pos - lo
+    return x.gather(2, lo.expand(b, t, f)) * (1 - w) + x.gather(2, hi.expand(b, t, f)) * w
+
+
 def spec_augment(x: Tensor, lengths: Tensor, gen: torch.Generator | None = None) -> Tensor:
     """SpecAugment (Park et al. 2019) without time warping, plus a random frequency-axis warp.
 
@@ -143,12 +190,7 @@ def spec_augment(x: Tensor, lengths: Tensor, gen: torch.Generator | None = None)
     bands of up to 6 mel channels and two spans of up to 10% of its frames are set to 0 (the mean).
     """
     b, t, f = x.shape
-    alpha = torch.empty(b, 1, 1).uniform_(0.88, 1.12, generator=gen)
-    pos = (torch.arange(f, dtype=x.dtype).view(1, 1, f) * alpha).clamp(max=f - 1)
-    lo = pos.floor().long()
-    hi = (lo + 1).clamp(max=f - 1)
-    w = pos - lo
-    x = x.gather(2, lo.expand(b, t, f)) * (1 - w) + x.gather(2, hi.expand(b, t, f)) * w
+    x = warp_mel(x, torch.empty(b, 1, 1).uniform_(0.88, 1.12, generator=gen))
     mask = torch.zeros(b, t, f, dtype=torch.bool)
     chan = torch.arange(f).view(1, f)
     steps = torch.arange(t).view(1, t)
@@ -349,7 +391,9 @@ def train(config: Config, run_dir: Path, verbose: int = 1, resume: bool = False)
               f"({len({v.identity for v in train_voices})} and {len({v.identity for v in val_voices})} voices); "
               f"features ...", flush=True)
     t1 = time.perf_counter()
-    x, lengths, y = word_features(train_waves, config.augment_copies, config.seed)
+    human_words = human_training_words(config)
+    x, lengths, y = word_features(train_waves, config.augment_copies, config.seed, reverb=config.reverb,
+                                  pad=config.pad, extra=human_words)
     vx, vlengths, vy = word_features(val_waves, 0, config.seed)
     feature_s = time.perf_counter() - t1
 
@@ -360,7 +404,7 @@ def train(config: Config, run_dir: Path, verbose: int = 1, resume: bool = False)
     fit, train_s = _fit(model, "cross_entropy", train_data, val_data, len(y), config, config.epochs,
                         config.max_minutes, run_dir, verbose, metrics=["accuracy"], resume=resume)
     synthetic = predict_words(model, vx, vlengths)
-    human = human_scores(model)
+    human = human_scores(model, config.trim_db)
     plot_confusion(human["confusion"], run_dir / "confusion_human.png",
                    f"human test set: {human['accuracy']:.1%} of {human['n']} recordings")
 
@@ -375,7 +419,8 @@ def train(config: Config, run_dir: Path, verbose: int = 1, resume: bool = False)
         "digit_string_wer_greedy": ctc["wer"]["greedy"] if ctc else None,
         **{f"human_accuracy_{k}": v for k, v in human["groups"].items()},
         "human_errors": human["errors"],
-        "train_utterances": len(y), "val_utterances": len(vy),
+        "train_utterances": len(y), "val_utterances": len(vy), "human_train_utterances": len(human_words) * (
+            1 + config.human_train_copies),
         "train_voices": len({v.identity for v in train_voices}), "train_voice_settings": len(train_voices),
         "val_voices": len({v.identity for v in val_voices}), "val_voice_settings": len(val_voices),
         "epochs": fit["epochs"], "stopped_by_time_limit": fit["stopped_by_time_limit"],
@@ -393,7 +438,7 @@ def train(config: Config, run_dir: Path, verbose: int = 1, resume: bool = False)
 
 def train_ctc(config: Config, train_waves, val_waves, run_dir: Path, verbose: int = 1, resume: bool = False) -> dict:
     """Fit :class:`DigitCTC` on digit strings of the training voices; WER on strings of the held-out ones."""
-    cx, clengths, cy = digit_strings([w[:10] for w in train_waves], config.ctc_strings, config.seed)
+    cx, clengths, cy = digit_strings([w[:10] for w in train_waves], config.ctc_strings, config.seed, reverb=config.reverb)
     vcx, vclengths, vcy = digit_strings([w[:10] for w in val_waves], config.ctc_val_strings, config.seed + 1)
     ctc = build_ctc(config)
     _set_scale(ctc.front, cx, clengths)
@@ -423,10 +468,10 @@ def word_probabilities(model: WordClassifier, feats: np.ndarray) -> Tensor:
     return model(x, torch.tensor([len(feats)])).softmax(-1)[0]
 
 
-def human_scores(model: WordClassifier) -> dict:
+def human_scores(model: WordClassifier, trim_db: float = 35.0) -> dict:
     """Accuracy (all, per group, per speaker) and the confusion matrix on the 115 human recordings."""
     items = sd.human_test_set()
-    x, lengths = sd.pad_features([sd.recording_features(r.path) for r in items])
+    x, lengths = sd.pad_features([sd.recording_features(r.path, trim_db) for r in items])
     pred = predict_words(model, torch.from_numpy(x), torch.from_numpy(lengths)).tolist()
     truth = [WORDS.index(r.word) for r in items]
     groups = {g: accuracy([p for p, t in zip(pred, truth) if WORDS[t] in words],
@@ -572,14 +617,17 @@ def load_models(run_dir: Path) -> tuple[WordClassifier, DigitCTC | None, Config]
     return model, ctc, config
 
 
-def evaluate(run_dir: Path, peer: bool = True, verbose: int = 1) -> dict:
+def evaluate(run_dir: Path, peer: bool = True, verbose: int = 1, trim_db: float | None = None) -> dict:
     """The acceptance figures of a trained run: human and held-out-voice accuracy, digit-string WER,
-    and pocketsphinx on the same human files."""
+    and pocketsphinx on the same human files. ``trim_db``: cut the human recordings' silence at this
+    level instead of the run's own (the weights are untouched)."""
     model, ctc, config = load_models(run_dir)
+    if trim_db is not None:
+        config = dataclasses.replace(config, trim_db=trim_db)
     _, val_voices = voice_sets(config)
     val_waves = sd.synthesize_all(val_voices, verbose=verbose > 0)
     vx, vlengths, vy = word_features(val_waves, 0, config.seed)
-    human = human_scores(model)
+    human = human_scores(model, config.trim_db)
     metrics = {"human_accuracy": human["accuracy"],
                "synthetic_accuracy": accuracy(predict_words(model, vx, vlengths).tolist(), vy.tolist())}
     if ctc is not None:
@@ -590,6 +638,7 @@ def evaluate(run_dir: Path, peer: bool = True, verbose: int = 1) -> dict:
         metrics["pocketsphinx_human_accuracy"] = ps["accuracy"]
         metrics.update({f"pocketsphinx_human_accuracy_{k}": v for k, v in ps["groups"].items()})
     metrics.update({f"human_accuracy_{k}": v for k, v in human["groups"].items()})
+    metrics["trim_db"] = config.trim_db
     metrics["human_errors"] = human["errors"]
     plot_confusion(human["confusion"], run_dir / "confusion_human.png",
                    f"human test set: {human['accuracy']:.1%} of {human['n']} recordings")
@@ -598,8 +647,8 @@ def evaluate(run_dir: Path, peer: bool = True, verbose: int = 1) -> dict:
 
 def recognize(path: str | os.PathLike, run_dir: Path | None = None, digits: bool = False) -> dict:
     """The word in one recording and its probability (``digits``: the digit string, CTC beam search)."""
-    feats = sd.recording_features(path)
     model, ctc, config = load_models(run_dir or latest_run())
+    feats = sd.recording_features(path, config.trim_db)
     if digits:
         if ctc is None:
             raise RnnlabError(f"run folder {run_dir} has no digit-string model (ctc/checkpoints/best.safetensors)")
@@ -617,9 +666,11 @@ def recognize(path: str | os.PathLike, run_dir: Path | None = None, digits: bool
 
 
 DRY_RUN = dict(hidden=16, layers=1, espeak_voices=4, flite_voices=1, val_espeak_voices=2, val_flite_voices=1,
-               epochs=1, ctc_strings=32, ctc_val_strings=16, ctc_hidden=16, ctc_epochs=1, beam=2, augment_copies=1)
+               epochs=1, ctc_strings=32, ctc_val_strings=16, ctc_hidden=16, ctc_layers=1, ctc_epochs=1, beam=2,
+               augment_copies=1, human_train_copies=1)
 DEMO = dict(hidden=64, layers=1, espeak_voices=30, flite_voices=4, val_espeak_voices=6, val_flite_voices=1,
-            epochs=8, ctc_strings=300, ctc_val_strings=60, ctc_hidden=48, ctc_epochs=8, beam=4)
+            epochs=8, ctc_strings=300, ctc_val_strings=60, ctc_hidden=48, ctc_layers=1, ctc_epochs=8, beam=4,
+            human_train_copies=10)
 
 
 def demo(run_dir: Path) -> dict:
@@ -654,6 +705,9 @@ def register(subparsers) -> None:
                        epilog="Example: rnnlab speech eval --json   (default: the newest run under runs/speech)")
     e.add_argument("--run-dir", default=None, help="a 'speech train' run folder (default: the newest)")
     e.add_argument("--no-peer", action="store_true", help="skip pocketsphinx")
+    e.add_argument("--trim-db", type=float, default=None, metavar="DB",
+                   help="cut the human recordings' leading/trailing audio this far below the peak "
+                        "(default: the run's own --trim-db)")
     e.add_argument("--json", action="store_true", help='print only {"human_accuracy", "synthetic_accuracy", '
                                                        '"digit_string_wer", "pocketsphinx_human_accuracy", ...}')
     e.set_defaults(func=_eval)
@@ -695,7 +749,7 @@ def _print(metrics: dict) -> None:
 
 def _eval(args) -> int:
     run_dir = Path(args.run_dir) if args.run_dir else latest_run()
-    metrics = evaluate(run_dir, peer=not args.no_peer, verbose=0 if args.json else 1)
+    metrics = evaluate(run_dir, peer=not args.no_peer, verbose=0 if args.json else 1, trim_db=args.trim_db)
     from rnnlab.runs import write_json
 
     write_json(run_dir / "eval.json", metrics)
