@@ -518,9 +518,10 @@ def _bandpass(low: int, high: int) -> np.ndarray:
 
 
 def reverberate(y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A room: ``y`` convolved with a synthetic impulse response (the direct sound, then exponentially
-    decaying noise, RT60 0.15-0.7 s, 1-20 ms after it; Lehmann & Johansson's statistical model, no geometry),
-    mixed 10-60% wet; the tail is kept, as a microphone in a room records it."""
+    """A room: ``y`` convolved with a synthetic impulse response: the direct sound, then, 1-20 ms later,
+    exponentially decaying Gaussian noise (Polack's statistical model of late reverberation, no room
+    geometry) with an RT60 of 0.15-0.7 s, 10-60% of the direct sound's energy. The tail is kept, as a
+    microphone in a room records it."""
     from scipy.signal import fftconvolve
 
     rt60 = rng.uniform(0.15, 0.7)
@@ -535,10 +536,9 @@ def reverberate(y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 def augment(y: np.ndarray, rng: np.random.Generator, reverb: float = 0.0, pad: float = 0.15) -> np.ndarray:
     """One random distortion of a word: speed (0.85-1.15, pitch and formants with it), time shift
-    (0-``pad`` seconds of leading and trailing silence, which the noise then fills), room
-    reverberation (with probability ``reverb``),
-    telephone band-limiting (half the time), gain (-20..+6 dB) and white or pink-ish noise at
-    5-40 dB SNR (most of the time)."""
+    (0-``pad`` seconds of leading and trailing silence, which the noise then fills), a room (with
+    probability ``reverb``), telephone band-limiting (half the time), gain (-20..+6 dB) and white or
+    pink-ish noise at 5-40 dB SNR (most of the time)."""
     import librosa
 
     y = np.asarray(y, dtype=np.float32)
