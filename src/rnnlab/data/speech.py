@@ -10,7 +10,9 @@ test set is human speech that Debian ships (``asterisk-core-sounds-en-wav``: a U
 The voice split is strict: a synthetic *voice* is an engine + accent + variant (espeak-ng) or an
 engine + voice (flite, festival). Validation voices are every espeak-ng voice with a variant in
 :data:`VAL_VARIANTS` or the accent :data:`VAL_ACCENT`, and the flite voice :data:`VAL_FLITE`
-(festival has only three voices: all of them are training voices); none of them is ever trained on (:func:`check_voice_split` enforces it), and no human speaker is.
+(festival has only three voices: all of them are training voices); none of them is ever trained on
+(:func:`check_voice_split` enforces it). The one human speech trained on is ``qabcs-data``'s recorded
+letters (:func:`human_training_set`), speakers the test set does not have (:func:`check_speaker_split`).
 
 Synthesis is cached on disk (``$RNNLAB_CACHE/speech`` or ``~/.cache/rnnlab/speech``), one file per
 voice setting, named by a hash of everything that changes its audio: change a setting and only
@@ -55,6 +57,7 @@ VAL_ACCENT = "en-gb-x-gbcwmd"
 VAL_VARIANTS = ("Andrea", "f3", "m4", "klatt3", "john", "steph2", "Gene2", "iven3", "belinda", "max")
 VAL_FLITE = "rms"
 SKIP_VARIANTS = ("whisper", "whisperf")  # no voicing at all: nothing like the test speech
+TRIM_DB = 35.0  # a recording's leading/trailing audio this far below its peak is silence
 SYNTH_VERSION = 1  # bump when the synthesis code changes what it writes
 
 # -- voices --------------------------------------------------------------------------------------
@@ -452,7 +455,7 @@ def load_audio(path: str | os.PathLike) -> np.ndarray:
     return y
 
 
-def trim(y: np.ndarray, top_db: float = 35.0) -> np.ndarray:
+def trim(y: np.ndarray, top_db: float = TRIM_DB) -> np.ndarray:
     """Cut leading and trailing silence (more than ``top_db`` below the peak), keeping 30 ms margins."""
     import librosa
 
@@ -495,7 +498,7 @@ def features(y: np.ndarray) -> np.ndarray:
     return (logmel - logmel.mean(axis=0, keepdims=True)).astype(np.float32)
 
 
-def recording_features(path: str | os.PathLike, top_db: float = 35.0) -> np.ndarray:
+def recording_features(path: str | os.PathLike, top_db: float = TRIM_DB) -> np.ndarray:
     """Features of one file as the model sees it: loaded, 8 kHz, silence (``top_db`` below the peak) trimmed."""
     return features(trim(load_audio(path), top_db))
 

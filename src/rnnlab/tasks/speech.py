@@ -63,7 +63,7 @@ class Config:
     augment_copies: int = 1         # distorted copies per synthesised word (besides the clean one)
     reverb: float = 0.5             # chance that a distorted copy is also played in a synthetic room
     pad: float = 0.15               # up to this many seconds of (noisy) silence before and after a distorted copy
-    trim_db: float = 35.0           # a recording's leading/trailing audio this far below its peak is cut
+    trim_db: float = sd.TRIM_DB     # a recording's leading/trailing audio this far below its peak is cut
     human_train_copies: int = 60    # distorted copies of each of qabcs-data's 28 human letters trained on
                                     # (0: synthetic voices only)
     epochs: int = 12
@@ -170,12 +170,11 @@ def stack_frames(x: Tensor, lengths: Tensor, k: int = 2) -> tuple[Tensor, Tensor
     return x.reshape(b, (t + pad) // k, k * f), (lengths + k - 1) // k
 
 
-def warp_mel(x: Tensor, alpha: Tensor | float) -> Tensor:
-    """Stretch the mel axis of ``(B, T, F)`` log-mel frames by ``alpha`` (one per utterance, ``(B, 1, 1)``,
-    or one for all): channel ``k`` takes the value at ``k * alpha``, linearly interpolated. ``alpha`` > 1
-    moves formants down, as a longer vocal tract does (vocal tract length normalisation, Lee & Rose 1996)."""
+def warp_mel(x: Tensor, alpha: Tensor) -> Tensor:
+    """Stretch the mel axis of ``(B, T, F)`` log-mel frames by ``alpha`` ``(B, 1, 1)``, one per utterance:
+    channel ``k`` takes the value at ``k * alpha``, linearly interpolated. ``alpha`` > 1 moves formants
+    down, as a longer vocal tract does (vocal tract length normalisation, Lee & Rose 1996)."""
     b, t, f = x.shape
-    alpha = torch.as_tensor(alpha, dtype=x.dtype).reshape(-1, 1, 1)
     pos = (torch.arange(f, dtype=x.dtype).view(1, 1, f) * alpha).clamp(max=f - 1)
     lo = pos.floor().long()
     hi = (lo + 1).clamp(max=f - 1)
@@ -438,7 +437,8 @@ def train(config: Config, run_dir: Path, verbose: int = 1, resume: bool = False)
 
 def train_ctc(config: Config, train_waves, val_waves, run_dir: Path, verbose: int = 1, resume: bool = False) -> dict:
     """Fit :class:`DigitCTC` on digit strings of the training voices; WER on strings of the held-out ones."""
-    cx, clengths, cy = digit_strings([w[:10] for w in train_waves], config.ctc_strings, config.seed, reverb=config.reverb)
+    cx, clengths, cy = digit_strings([w[:10] for w in train_waves], config.ctc_strings, config.seed,
+                                     reverb=config.reverb)
     vcx, vclengths, vcy = digit_strings([w[:10] for w in val_waves], config.ctc_val_strings, config.seed + 1)
     ctc = build_ctc(config)
     _set_scale(ctc.front, cx, clengths)
@@ -468,7 +468,7 @@ def word_probabilities(model: WordClassifier, feats: np.ndarray) -> Tensor:
     return model(x, torch.tensor([len(feats)])).softmax(-1)[0]
 
 
-def human_scores(model: WordClassifier, trim_db: float = 35.0) -> dict:
+def human_scores(model: WordClassifier, trim_db: float) -> dict:
     """Accuracy (all, per group, per speaker) and the confusion matrix on the 115 human recordings."""
     items = sd.human_test_set()
     x, lengths = sd.pad_features([sd.recording_features(r.path, trim_db) for r in items])
