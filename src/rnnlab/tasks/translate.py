@@ -38,7 +38,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rnnlab.data.translation import PAIRS, Pair, Split, load_pairs, mask, split_pairs, unmask
+from rnnlab.data.translation import (PAIRS, Pair, Split, add_training_pairs, extra_catalog_dir, extra_pairs, load_pairs,
+                                     mask, split_pairs, unmask)
 from rnnlab.errors import RnnlabError
 from rnnlab.metrics.translation import bleu, chrf, placeholders_kept
 from rnnlab.runs import print_table, save_figure, write_config, write_json, write_metrics
@@ -78,6 +79,7 @@ class Config:
     fuzzy_threshold: float = 0.6    # ... only when its similarity (3-gram TF-IDF cosine) is at least this
     copy: bool = False              # pointer-generator: the decoder may copy source / hint pieces it points at
     constrain_placeholders: bool = True  # decoding must produce every source placeholder before ending
+    extra_catalogs: bool = True     # also train on the EXTRA_CATALOGS wheels' pairs (never validated or tested on)
     max_pairs: int = 0              # use only the first N training pairs (0: all)
     max_test: int = 0               # score only the first N test pairs (0: all; for smoke tests)
     seed: int = 0
@@ -382,10 +384,19 @@ def retrieval_baseline(memory: Memory, test: list[Pair]) -> list[str]:
 # -- the run ---------------------------------------------------------------------------------------
 
 def prepare(config: Config) -> tuple[str, Split]:
+    """The split; with ``extra_catalogs`` its training set also holds the extra catalogs' pairs (after the
+    four packages' own, so ``max_pairs`` keeps those first)."""
     name, pairs = load_pairs(None if config.tsv else config.pair, config.tsv)
     split = split_pairs(pairs)
+    if config.extra_catalogs and not config.tsv:
+        extra = extra_pairs(target_language(config))
+        if not extra:
+            print(f"note: no extra training catalogs in {extra_catalog_dir()} ('make install' puts them there); "
+                  f"training on the four packages' pairs only", file=sys.stderr)
+        split = add_training_pairs(split, extra)
     if config.max_pairs or config.max_test:
-        split = Split(split.train[:config.max_pairs or None], split.val, split.test[:config.max_test or None])
+        split = dataclasses.replace(split, train=split.train[:config.max_pairs or None],
+                                    test=split.test[:config.max_test or None])
     return name, split
 
 
@@ -427,6 +438,7 @@ def train(config: Config, run_dir: Path, verbose: int = 1, resume: bool = False)
     for kind in kinds:
         label = "attention" if kind != "none" else "no_attention"
         if resume and (run_dir / f"{label}.safetensors").is_file():
+            _trained_on_these_pieces(run_dir / f"{label}.safetensors", src_tok, tgt_tok)
             info[label] = {"train_s": 0.0, "resumed": "already trained"}
             continue
         count = config.ensemble if kind != "none" else 1  # the baseline stays one model; see bleu_single
@@ -435,7 +447,7 @@ def train(config: Config, run_dir: Path, verbose: int = 1, resume: bool = False)
             name_k = label if k == 0 else f"{label}-{k + 1}"
             done = run_dir / f"{label}-member-{k + 1}.safetensors"  # a finished member, kept for --resume
             if resume and count > 1 and done.is_file():
-                models.append(Translator.load(done).model)
+                models.append(_trained_on_these_pieces(done, src_tok, tgt_tok).model)
                 info[name_k] = {"train_s": 0.0, "resumed": "already trained"}
                 continue
             member_config = dataclasses.replace(config, seed=config.seed + k)
@@ -449,6 +461,16 @@ def train(config: Config, run_dir: Path, verbose: int = 1, resume: bool = False)
         Translator(model, src_tok, tgt_tok, config, memory).save(run_dir / f"{label}.safetensors")
     write_json(run_dir / "train.json", info)
     return info
+
+
+def _trained_on_these_pieces(path: Path, src: Tokenizer, tgt: Tokenizer) -> "Translator":
+    """The finished model that ``--resume`` reuses, refused if its tokenizers are not this run's: its ids
+    would mean other pieces (other data or settings), and an ensemble would mix two vocabularies."""
+    done = Translator.load(path)
+    if (done.src.proto, done.tgt.proto) != (src.proto, tgt.proto):
+        raise RnnlabError(f"{path} was trained on other pieces than this run's tokenizers (other data or "
+                          f"settings); remove it or train in a new --run-dir")
+    return done
 
 
 DECODING = ("beam", "length_penalty", "no_repeat_ngram")  # settings that ``eval`` may change on a trained run
@@ -639,6 +661,7 @@ def _eval(args) -> int:
     run_dir = Path(args.run_dir) if args.run_dir else latest_run(args.pair)
     saved = json.loads((run_dir / "config.json").read_text()) if (run_dir / "config.json").is_file() else {}
     saved = saved.get("config", saved)  # runs.write_config nests the fields under "config"
+    saved.setdefault("extra_catalogs", False)  # runs from before the field existed trained without them
     names = {f.name for f in dataclasses.fields(Config)}
     config = Config(**{k: v for k, v in saved.items() if k in names})
     config = dataclasses.replace(config, **{k: getattr(args, k) for k in DECODING if getattr(args, k) is not None})
