@@ -162,6 +162,22 @@ def test_attention_weights_are_a_distribution_over_real_tokens(attention):
         assert torch.all(alpha[i, n:] == 0)  # padding gets no attention
 
 
+def test_decoding_never_writes_unk():
+    from rnnlab.seq2seq import UNK
+    from rnnlab.tasks.translate import Config, Tokenizer, Translator
+
+    tok = Tokenizer.train(["Delete the page", "Save the page", "Delete the file"] * 4, 30)
+    torch.manual_seed(0)
+    model = Seq2Seq(len(tok), len(tok), "lstm", embedding=8, hidden=8, dropout=0.0).eval()
+    with torch.no_grad():
+        model.out.bias[UNK] += 50.0  # a decoder that would rather say "I cannot spell this"
+    test = [Pair("Delete the page", "")]
+    for beam in (0, 3):
+        free = Translator(model, tok, tok, Config(beam=3, max_len=8, constrain_placeholders=False))
+        assert "⁇" in free.translate(test, beam=beam)[0]
+        assert "⁇" not in Translator(model, tok, tok, Config(beam=3, max_len=8)).translate(test, beam=beam)[0]
+
+
 @pytest.mark.parametrize("attention,cell,copy", [("additive", "lstm", False), ("dot", "gru", False),
                                                  ("none", "rnn", False), ("additive", "lstm", True),
                                                  ("general", "gru", True)])

@@ -78,7 +78,7 @@ class Config:
     fuzzy: bool = False             # feed the translation of the nearest training source too (fuzzy repair)
     fuzzy_threshold: float = 0.6    # ... only when its similarity (3-gram TF-IDF cosine) is at least this
     copy: bool = False              # pointer-generator: the decoder may copy source / hint pieces it points at
-    constrain_placeholders: bool = True  # decoding must produce every source placeholder before ending
+    constrain_placeholders: bool = True  # decoding must produce every source placeholder before ending, never <unk>
     extra_catalogs: bool = True     # also train on the EXTRA_CATALOGS wheels' pairs (never validated or tested on)
     max_pairs: int = 0              # use only the first N training pairs (0: all)
     max_test: int = 0               # score only the first N test pairs (0: all; for smoke tests)
@@ -290,10 +290,11 @@ class Memory:
 
 
 def placeholder_constraints(tgt: Tokenizer, pairs: list[Pair]) -> Constraints:
-    """Each sentence must produce its own ``<phK>`` pieces and none that its source does not have."""
+    """Each sentence must produce its own ``<phK>`` pieces and none that its source does not have, nor
+    ``<unk>``: it stands for a character too rare for the tokenizer, and reaches the reader as "⁇"."""
     ids = [tgt.sp.piece_to_id(f"<ph{k}>") for k in range(MAX_PLACEHOLDERS)]
     return Constraints.from_lists([ids[:len(p.placeholders)] for p in pairs],
-                                  [ids[len(p.placeholders):] for p in pairs], len(tgt))
+                                  [ids[len(p.placeholders):] + [tgt.sp.unk_id()] for p in pairs], len(tgt))
 
 
 class Translator:
