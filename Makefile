@@ -8,8 +8,9 @@ STAMP  := $(VENV)/.rnnlab-installed
 
 KERNELS := $(VENV)/.rnnlab-kernels
 CATALOGS := $(VENV)/share/rnnlab/catalogs
+MODELS := $(VENV)/share/rnnlab/models
 
-install: $(STAMP) $(KERNELS) $(CATALOGS)/.installed
+install: $(STAMP) $(KERNELS) $(CATALOGS)/.installed $(MODELS)/speech_embedding.safetensors
 
 # torch is pinned and installed first so no other package can pull a (multi-GB CUDA) torch.
 $(STAMP): pyproject.toml scripts/install-debian.sh
@@ -31,6 +32,11 @@ $(KERNELS): $(STAMP) src/rnnlab/csrc/scan.cpp src/rnnlab/build_kernels.py
 $(CATALOGS)/.installed: $(STAMP) src/rnnlab/data/translation.py
 	$(PY) -m rnnlab.data.translation install-catalogs $(CATALOGS) && touch $@ \
 	  || echo "rnnlab: extra translation catalogs not downloaded; translate trains on the four packages only"
+
+# The speech models' front end: Google's speech embedding, taken out of the pinned openWakeWord wheel
+# (downloaded, not installed) and converted to safetensors (rnnlab.data.speech_embedding).
+$(MODELS)/speech_embedding.safetensors: $(STAMP) src/rnnlab/data/speech_embedding.py
+	$(PY) -m rnnlab.data.speech_embedding install $(MODELS)
 
 demo: install
 	$(PY) -m rnnlab demo --run-dir runs/demo

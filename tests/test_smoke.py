@@ -48,7 +48,7 @@ def _cell_choices(argv, flag):
 CASES = [
     pytest.param(module, argv, flag, extra, id=module)
     for module, argv, flag, extra in APPLICATIONS
-]
+] + [pytest.param("speech", ["speech", "train"], None, ["--front", "mfcc"], id="speech-mfcc")]  # the log-mel path
 
 
 @pytest.mark.parametrize("module,argv,flag,extra", CASES)

@@ -66,6 +66,23 @@ def test_models_shapes_and_padding_invariance():
     assert torch.allclose(log_probs.exp().sum(-1), torch.ones(2, 20), atol=1e-5)
 
 
+def test_embedding_front_models_and_old_runs():
+    config = speech.Config(hidden=8, layers=1, ctc_hidden=8, ctc_layers=1, ctc_front="embedding")
+    assert config.front == "embedding" and speech.Config().ctc_front == "mfcc"
+    model, ctc = speech.build_classifier(config).eval(), speech.build_ctc(config).eval()
+    x, lengths = torch.randn(2, 12, 96), torch.tensor([12, 7])  # one 96-number embedding per 80 ms step
+    assert model(x, lengths).shape == (2, len(sd.WORDS))
+    assert ctc(x, lengths)[0].shape == (2, 12, 11)  # no frames stacked: one step per embedding
+    assert not model.augment  # SpecAugment's mel warps and masks mean nothing to embeddings
+    old = speech.saved_config({"cell": "gru", "hidden": 8, "gone_setting": 1})  # a run from before `front`
+    assert old.front == old.ctc_front == "mfcc" and old.cell == "gru"
+    assert speech.saved_config({"front": "embedding"}).ctc_front == "embedding"  # before `ctc_front`: both read it
+    assert speech.build_classifier(old).front.dct.shape == (sd.N_MELS, 20)
+    for name in ("front", "ctc_front"):
+        with pytest.raises(RnnlabError, match=f"{name} must be one of"):
+            speech.Config(**{name: "wav2vec"})
+
+
 def test_augment_changes_audio_but_keeps_it_finite():
     rng = np.random.default_rng(0)
     y = (0.5 * np.sin(2 * np.pi * 300 * np.arange(4000) / 8000)).astype(np.float32)
@@ -273,6 +290,10 @@ def test_recognize_a_human_file_and_refuse_bad_ones(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     answer = json.loads(done.stdout)
     assert answer["word"] in sd.WORDS and 0 < answer["probability"] <= 1
+    done = subprocess.run([sys.executable, "-m", "rnnlab", "speech", "recognize", human, "--run-dir", str(run_dir),
+                           "--digits", "--json"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]  # the CTC model reads its own front end's features
+    assert set(json.loads(done.stdout)["digits"].split()) <= set(sd.DIGITS)
     (tmp_path / "empty.wav").write_bytes(b"")
     (tmp_path / "notes.wav").write_text("not audio")
     for bad in (tmp_path / "empty.wav", tmp_path / "notes.wav"):

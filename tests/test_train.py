@@ -231,3 +231,26 @@ def test_tensorboard_event_files_beside_the_log(tmp_path):
     events = EventAccumulator(str(tmp_path / "tensorboard"))
     events.Reload()
     assert [e.step for e in events.Scalars("loss")] == [1, 2]
+
+
+@pytest.mark.parametrize("monitor", ["val_loss", "val_accuracy"])
+def test_best_checkpoint_follows_the_monitored_figure(monitor, tmp_path):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(192, 6, 2, generator=g)
+    y = (x[:, :, 0].sum(1) + 0.8 * torch.randn(192, generator=g) > 0).long()  # noisy labels: the loss and the
+    seed_everything(0)                                                          # accuracy peak apart
+
+    class Classifier(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn, self.head = rnnlab.GRU(2, 32), nn.Linear(32, 2)
+
+        def forward(self, inp):
+            return self.head(self.rnn(inp)[0][:, -1])
+
+    t = Trainer(Classifier(), "cross_entropy", learning_rate=3e-2, metrics=["accuracy"], run_dir=tmp_path,
+                best_monitor=monitor)
+    history = t.fit(x[:128], y[:128], epochs=8, batch_size=16, validation_data=(x[128:], y[128:]), verbose=0).history
+    values = history[monitor]
+    want = int(np.argmax(values)) if monitor == "val_accuracy" else int(np.argmin(values))  # the first best
+    assert load_checkpoint(tmp_path / "checkpoints" / "best.safetensors")["epoch"] == want

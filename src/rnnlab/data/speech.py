@@ -498,9 +498,25 @@ def features(y: np.ndarray) -> np.ndarray:
     return (logmel - logmel.mean(axis=0, keepdims=True)).astype(np.float32)
 
 
-def recording_features(path: str | os.PathLike, top_db: float = TRIM_DB) -> np.ndarray:
+FRONTS = ("embedding", "mfcc")  # what the speech models read: see front_features
+
+
+def front_features(y: np.ndarray, front: str) -> np.ndarray:
+    """What a model with this front end reads of 8 kHz audio ``y``: ``"embedding"``, Google's speech
+    embedding (``(steps, 96)``, one every 80 ms; :mod:`rnnlab.data.speech_embedding`), or ``"mfcc"``,
+    the log-mel bands of :func:`features` (``(frames, 40)`` every 10 ms; the model takes their cepstra)."""
+    if front == "embedding":
+        from rnnlab.data.speech_embedding import embed
+
+        return embed(y, SAMPLE_RATE)
+    if front == "mfcc":
+        return features(y)
+    raise RnnlabError(f"front must be one of {FRONTS}, got {front!r}")
+
+
+def recording_features(path: str | os.PathLike, top_db: float, front: str) -> np.ndarray:
     """Features of one file as the model sees it: loaded, 8 kHz, silence (``top_db`` below the peak) trimmed."""
-    return features(trim(load_audio(path), top_db))
+    return front_features(trim(load_audio(path), top_db), front)
 
 
 # -- augmentation ----------------------------------------------------------------------------------------

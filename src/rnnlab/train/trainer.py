@@ -72,6 +72,8 @@ class Trainer:
         run_dir: where checkpoints (``checkpoints/``) and ``log.csv`` go; None writes nothing.
         on_nan: ``"raise"`` (stop naming the batch) or ``"skip"`` (warn and skip the step).
         keep_last: how many epoch checkpoints to keep besides ``best`` and ``last``.
+        best_monitor: the logged figure that picks ``best`` (``"val_loss"``; a name with "acc" in it
+            is maximised); without it in the logs, the validation loss, else the training loss.
         checkpoint_every_s: also checkpoint inside an epoch after this many seconds.
         config: JSON-able description stored in every checkpoint.
     """
@@ -97,6 +99,7 @@ class Trainer:
         keep_last: int = 3,
         checkpoint_every_s: float = 300.0,
         config: dict | None = None,
+        best_monitor: str = "val_loss",
     ):
         if not isinstance(model, nn.Module):
             raise RnnlabError(f"Trainer needs a torch.nn.Module, got {type(model).__name__}")
@@ -120,6 +123,7 @@ class Trainer:
         self.seed, self.on_nan = seed, on_nan
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.keep_last, self.checkpoint_every_s = keep_last, checkpoint_every_s
+        self.best_monitor = best_monitor
         self.config = config or {}
         self.stop_training = False
         self.history = History()
@@ -353,10 +357,17 @@ class Trainer:
             return None
         return save_checkpoint(self.checkpoint_dir / f"{name}.safetensors", self.state(epoch, batch, sums))
 
+    def _best_score(self, logs: dict) -> float | None:
+        """What ``best`` minimises: the monitored figure, negated when higher is better."""
+        value = logs.get(self.best_monitor)
+        if value is None:
+            return logs.get("val_loss", logs.get("loss", math.inf))
+        return -value if "acc" in self.best_monitor else value
+
     def _save_epoch(self, epoch: int, logs: dict) -> None:
         if self.run_dir is None or not self.is_main:
             return
-        score = logs.get("val_loss", logs.get("loss", math.inf))
+        score = self._best_score(logs)
         improved = score is not None and score < self._best
         if improved:
             self._best = score
