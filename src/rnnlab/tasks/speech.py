@@ -420,7 +420,7 @@ def train(config: Config, run_dir: Path, verbose: int = 1, resume: bool = False)
     t1 = time.perf_counter()
     human_words = human_training_words(config)
     x, lengths, y = word_features(train_waves, config.augment_copies, config.seed, config.front,
-                                  reverb=config.reverb,                                  pad=config.pad, extra=human_words,
+                                  reverb=config.reverb, pad=config.pad, extra=human_words,
                                   progress=f"{config.front} features" if verbose else None)
     vx, vlengths, vy = word_features(val_waves, 0, config.seed, config.front)
     feature_s = time.perf_counter() - t1
@@ -737,7 +737,7 @@ def register(subparsers) -> None:
                                    "recordings; digit strings with a bidirectional LSTM + CTC.",
                        epilog="Example: rnnlab speech train --json   |   rnnlab speech train --cell gru --epochs 8")
     add_config_arguments(t, Config)
-    for action in t._actions:  # show the cell choices in --help
+    for action in t._actions:  # show the cell and front-end choices in --help
         if "--cell" in action.option_strings:
             action.choices, action.metavar = sorted(CELLS), None
         if {"--front", "--ctc-front"} & set(action.option_strings):
