@@ -472,15 +472,24 @@ N_FFT = 256
 WIN = 200
 
 
-@lru_cache(maxsize=1)
-def _mel_basis() -> tuple[np.ndarray, np.ndarray]:
+@lru_cache(maxsize=4)
+def _mel_basis(rate: int, n_fft: int, win: int, n_mels: int, dtype: type) -> tuple[np.ndarray, np.ndarray]:
     import librosa
 
-    window = np.zeros(N_FFT, dtype=np.float32)  # a 25 ms Hann window centred in the 32 ms FFT frame
-    start = (N_FFT - WIN) // 2
-    window[start:start + WIN] = np.hanning(WIN + 1)[:-1]
-    mel = librosa.filters.mel(sr=SAMPLE_RATE, n_fft=N_FFT, n_mels=N_MELS, fmin=60, fmax=3800).astype(np.float32)
-    return window, mel.T
+    window = np.zeros(n_fft, dtype=dtype)  # a periodic Hann window of `win` samples centred in the FFT frame
+    start = (n_fft - win) // 2
+    window[start:start + win] = np.hanning(win + 1)[:-1]
+    return window, librosa.filters.mel(sr=rate, n_fft=n_fft, n_mels=n_mels, fmin=60, fmax=3800).astype(dtype).T
+
+
+def mel_power(y: np.ndarray, rate: int, n_fft: int, win: int, hop: int, n_mels: int,
+              dtype: type = np.float32) -> np.ndarray:
+    """``(frames, n_mels)`` power in mel bands over 60-3800 Hz (librosa's filters) of ``n_fft``-sample frames
+    every ``hop`` samples, each with a ``win``-sample Hann window at its centre. Shared by :func:`features`
+    and the speech embedding's log-mel."""
+    window, mel = _mel_basis(rate, n_fft, win, n_mels, dtype)
+    frames = np.lib.stride_tricks.sliding_window_view(np.asarray(y, dtype=dtype), n_fft)[::hop] * window
+    return (np.abs(np.fft.rfft(frames, axis=1)) ** 2).astype(dtype) @ mel
 
 
 def features(y: np.ndarray) -> np.ndarray:
@@ -491,10 +500,7 @@ def features(y: np.ndarray) -> np.ndarray:
     if len(y) < N_FFT:
         y = np.pad(y, (0, N_FFT - len(y)))
     y = y / max(1e-6, float(np.abs(y).max()))
-    window, mel = _mel_basis()
-    frames = np.lib.stride_tricks.sliding_window_view(y, N_FFT)[::HOP] * window
-    power = np.abs(np.fft.rfft(frames, axis=1)) ** 2
-    logmel = np.log(power.astype(np.float32) @ mel + 1e-6)
+    logmel = np.log(mel_power(y, SAMPLE_RATE, N_FFT, WIN, HOP, N_MELS) + 1e-6)
     return (logmel - logmel.mean(axis=0, keepdims=True)).astype(np.float32)
 
 

@@ -91,25 +91,15 @@ class SpeechEmbedding(nn.Module):
         return x.squeeze(3).transpose(1, 2)
 
 
-@lru_cache(maxsize=1)
-def _mel_window() -> tuple[np.ndarray, np.ndarray]:
-    import librosa
-
-    window = np.zeros(N_FFT, dtype=np.float64)
-    start = (N_FFT - WIN) // 2
-    window[start:start + WIN] = np.hanning(WIN + 1)[:-1]  # periodic Hann, centred in the frame
-    return window, librosa.filters.mel(sr=RATE, n_fft=N_FFT, n_mels=N_MELS, fmin=60, fmax=3800).T
-
-
 def log_mel(y16: np.ndarray) -> np.ndarray:
     """``(frames, 32)`` log-mel of 16 kHz audio in [-1, 1], scaled as the embedding was trained: power in
     dB of 16-bit samples, floored 80 dB below the utterance's peak, then ``/ 10 + 2``."""
     y = np.asarray(y16, dtype=np.float64) * 32767.0
     if len(y) < N_FFT:
         y = np.pad(y, (0, N_FFT - len(y)))
-    window, mel = _mel_window()
-    frames = np.lib.stride_tricks.sliding_window_view(y, N_FFT)[::HOP] * window
-    db = 10.0 * np.log10(np.maximum((np.abs(np.fft.rfft(frames, axis=1)) ** 2) @ mel, 1e-10))
+    from rnnlab.data.speech import mel_power
+
+    db = 10.0 * np.log10(np.maximum(mel_power(y, RATE, N_FFT, WIN, HOP, N_MELS, np.float64), 1e-10))
     return (np.maximum(db, db.max() - 80.0) / 10.0 + 2.0).astype(np.float32)
 
 
