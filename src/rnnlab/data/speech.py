@@ -8,10 +8,11 @@ test set is human speech that Debian ships (``asterisk-core-sounds-en-wav``: a U
 :data:`SAMPLE_RATE` (8 kHz, the telephone band of the human test audio).
 
 The voice split is strict: a synthetic *voice* is an engine + accent + variant (espeak-ng) or an
-engine + voice (flite, festival). Validation voices are every espeak-ng voice with a variant in
-:data:`VAL_VARIANTS` or the accent :data:`VAL_ACCENT`, and the flite voice :data:`VAL_FLITE`
-(festival has only three voices: all of them are training voices); none of them is ever trained on
-(:func:`check_voice_split` enforces it). The one human speech trained on is ``qabcs-data``'s recorded
+engine + voice (flite, festival). Validation voices are the espeak-ng speakers (variants) in
+:data:`VAL_VARIANTS`, in every accent, and the flite voice :data:`VAL_FLITE` (festival has only
+three voices: all of them are training voices); none of them is ever trained on
+(:func:`check_voice_split` enforces it). Every accent is trained on: an accent is a set of
+pronunciation rules, not a speaker, and one never heard is a different test (see :data:`VAL_VARIANTS`). The one human speech trained on is ``qabcs-data``'s recorded
 letters (:func:`human_training_set`), speakers the test set does not have (:func:`check_speaker_split`).
 
 Synthesis is cached on disk (``$RNNLAB_CACHE/speech`` or ``~/.cache/rnnlab/speech``), one file per
@@ -53,7 +54,9 @@ ESPEAK_ACCENTS = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-gbclan", "en-gb-x
 FLITE_VOICES = ("kal", "kal16", "awb", "rms", "slt")
 FESTIVAL_VOICES = ("kal_diphone", "ked_diphone", "cmu_us_slt_arctic_hts")
 FESTIVAL_PACKAGES = "festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts"
-VAL_ACCENT = "en-gb-x-gbcwmd"
+# Held-out speakers. Until session 11 the whole West Midlands accent (en-gb-x-gbcwmd) was held out too:
+# 14 of the 32 validation settings, scoring 88% against 99% for held-out speakers of trained accents,
+# its misses the accent's own vowels (a heard as i, e as a, g as j). The issue trains on all 8 accents.
 VAL_VARIANTS = ("Andrea", "f3", "m4", "klatt3", "john", "steph2", "Gene2", "iven3", "belinda", "max")
 VAL_FLITE = "rms"
 SKIP_VARIANTS = ("whisper", "whisperf")  # no voicing at all: nothing like the test speech
@@ -88,7 +91,7 @@ def is_validation_voice(voice: Voice) -> bool:
         return False
     if voice.engine == "flite":
         return voice.accent == VAL_FLITE
-    return voice.accent == VAL_ACCENT or voice.variant in VAL_VARIANTS
+    return voice.variant in VAL_VARIANTS
 
 
 def espeak_variants() -> list[str]:
