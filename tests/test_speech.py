@@ -83,6 +83,35 @@ def test_embedding_front_models_and_old_runs():
             speech.Config(**{name: "wav2vec"})
 
 
+def test_ensemble_averages_its_members_and_loads_as_trained(tmp_path):
+    config = speech.Config(hidden=4, layers=1, epochs=1, batch_size=8, ensemble=2)
+    g = torch.Generator().manual_seed(0)
+    x, lengths, y = torch.randn(24, 6, 96, generator=g), torch.randint(2, 7, (24,), generator=g), torch.arange(24) % 3
+    asked = []
+
+    def member_words(k):  # each member asks for its own training words
+        asked.append(k)
+        return x, lengths, y
+
+    model, fits, _, _ = speech.train_classifiers(config, member_words, (x[:8], lengths[:8], y[:8]), tmp_path, verbose=0)
+    assert isinstance(model, speech.WordEnsemble) and len(fits) == 2 and asked == [0, 1]
+    a, b = model.members
+    assert not torch.equal(a.head.weight, b.head.weight)  # seeds 0 and 1: two different models
+    with torch.no_grad():
+        mean = (a(x, lengths).softmax(-1) + b(x, lengths).softmax(-1)) / 2
+        assert torch.allclose(model(x, lengths).exp(), mean, atol=1e-6)  # the log of the mean probability
+        loaded, ctc, saved = speech.load_models(tmp_path)
+        assert ctc is None and saved.ensemble == 2 and torch.allclose(loaded(x, lengths), model(x, lengths))
+    (tmp_path / "member-2" / "checkpoints" / "best.safetensors").unlink()
+    with pytest.raises(RnnlabError, match="expected 2 word classifiers"):
+        speech.load_models(tmp_path)
+    assert speech.saved_config({"front": "embedding"}).ensemble == 1  # runs from before the ensemble had one
+    with pytest.raises(RnnlabError, match="expected 1 or more"):
+        speech.Config(ensemble=0)
+    with pytest.raises(RnnlabError, match="at least 2"):
+        speech.WordEnsemble([a])
+
+
 def test_augment_changes_audio_but_keeps_it_finite():
     rng = np.random.default_rng(0)
     y = (0.5 * np.sin(2 * np.pi * 300 * np.arange(4000) / 8000)).astype(np.float32)
@@ -132,6 +161,8 @@ def test_voice_split_keeps_validation_voices_out_of_training():
     assert {v.engine for v in val} == {"espeak-ng", "flite"}
     assert {v.engine for v in train} == {"espeak-ng", "flite"} | ({"festival"} if HAVE_FESTIVAL else set())
     assert any(v.accent == sd.VAL_FLITE for v in val)
+    member, same_val = speech.voice_sets(config, config.seed + 1)  # an ensemble member's own training voices
+    assert same_val == val and member != train and not {v.identity for v in member} & val_ids
     leaked = train + [val[0]]
     with pytest.raises(RnnlabError, match="voice split"):
         sd.check_voice_split(leaked, val)

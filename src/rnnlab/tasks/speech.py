@@ -70,6 +70,8 @@ class Config:
     trim_db: float = sd.TRIM_DB     # a recording's leading/trailing audio this far below its peak is cut
     human_train_copies: int = 60    # distorted copies of each of qabcs-data's 28 human letters trained on
                                     # (0: synthetic voices only)
+    ensemble: int = 2               # word classifiers, member k on its own draw of training voices (seed + k);
+                                    # their probabilities are averaged (docs/speech.md, session 11)
     epochs: int = 12
     batch_size: int = 64
     learning_rate: float = 3e-3
@@ -97,13 +99,18 @@ class Config:
                 raise RnnlabError(f"{name} must be one of {sd.FRONTS}, got {getattr(self, name)!r}")
         if self.human_train_copies < 0:
             raise RnnlabError(f"human_train_copies: expected 0 or more copies, got {self.human_train_copies}")
+        if self.ensemble < 1:
+            raise RnnlabError(f"ensemble is a number of word classifiers: expected 1 or more, got {self.ensemble}")
 
 
 # -- data ------------------------------------------------------------------------------------------
 
 
-def voice_sets(config: Config) -> tuple[list[sd.Voice], list[sd.Voice]]:
-    train = sd.sample_voices(config.espeak_voices, config.flite_voices, "train", config.seed, config.festival_voices)
+def voice_sets(config: Config, train_seed: int | None = None) -> tuple[list[sd.Voice], list[sd.Voice]]:
+    """The training and held-out voice settings; ``train_seed``: draw the training ones with this seed
+    instead of ``config.seed`` (an ensemble member's own voices), the held-out ones unchanged."""
+    seed = config.seed if train_seed is None else train_seed
+    train = sd.sample_voices(config.espeak_voices, config.flite_voices, "train", seed, config.festival_voices)
     val = sd.sample_voices(config.val_espeak_voices, config.val_flite_voices, "val", config.seed,
                            config.val_festival_voices)
     sd.check_voice_split(train, val)
@@ -275,6 +282,23 @@ class WordClassifier(nn.Module):
         return self.head(self.drop(torch.cat([mean, peak], 1)))
 
 
+class WordEnsemble(nn.Module):
+    """Word classifiers trained apart (seeds seed..seed+N-1) read as one: ``forward(x, lengths)`` gives
+    ``log (1/K) sum_k p_k(word)``, the log of the members' mean probability, in place of logits (a
+    softmax leaves it unchanged), so the argmax, the probability and the scoring are those of one model.
+    The members' errors are partly independent, so the mean is usually better than any one of them."""
+
+    def __init__(self, members: list[WordClassifier]):
+        super().__init__()
+        if len(members) < 2:
+            raise RnnlabError(f"an ensemble needs at least 2 word classifiers, got {len(members)}")
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
+        logp = torch.stack([m(x, lengths).log_softmax(-1) for m in self.members])
+        return torch.logsumexp(logp, 0) - math.log(len(self.members))
+
+
 class DigitCTC(nn.Module):
     """Features (as :class:`WordClassifier`'s) -> bidirectional LSTM -> per-step log-probabilities
     over blank + 10 digits. ``forward(x, lengths) -> (log_probs (B, T', 11), lengths (B,))``."""
@@ -419,19 +443,20 @@ def train(config: Config, run_dir: Path, verbose: int = 1, resume: bool = False)
               f"features ...", flush=True)
     t1 = time.perf_counter()
     human_words = human_training_words(config)
-    x, lengths, y = word_features(train_waves, config.augment_copies, config.seed, config.front,
-                                  reverb=config.reverb, pad=config.pad, extra=human_words,
-                                  progress=f"{config.front} features" if verbose else None)
     vx, vlengths, vy = word_features(val_waves, 0, config.seed, config.front)
-    feature_s = time.perf_counter() - t1
+    val_feature_s = time.perf_counter() - t1
 
-    model = build_classifier(config)
-    _set_scale(model.front, x, lengths)
-    train_data = BucketedBatches((x, lengths), y, lengths, config.batch_size, seed=config.seed)
-    val_data = BucketedBatches((vx, vlengths), vy, vlengths, 256, shuffle=False)
-    fit, train_s = _fit(model, "cross_entropy", train_data, val_data, len(y), config, config.epochs,
-                        config.max_minutes, run_dir, verbose, metrics=["accuracy"], resume=resume,
-                        best_monitor="val_accuracy")  # the figure reported; the loss keeps rising as it grows sure
+    def member_words(k: int):
+        """Member ``k``'s training words: the run's voices for the first, its own draw for the others."""
+        waves = train_waves if k == 0 else sd.synthesize_all(voice_sets(config, config.seed + k)[0],
+                                                             verbose=verbose > 0)
+        return word_features(waves, config.augment_copies, config.seed + k, config.front, reverb=config.reverb,
+                             pad=config.pad, extra=human_words,
+                             progress=f"{config.front} features, model {k + 1}/{config.ensemble}" if verbose else None)
+
+    model, fits, feature_s, train_s = train_classifiers(config, member_words, (vx, vlengths, vy), run_dir, verbose,
+                                                        resume)
+    fit = fits[0]
     synthetic = predict_words(model, vx, vlengths)
     human = human_scores(model, config.trim_db, config.front)
     plot_confusion(human["confusion"], run_dir / "confusion_human.png",
@@ -448,14 +473,15 @@ def train(config: Config, run_dir: Path, verbose: int = 1, resume: bool = False)
         "digit_string_wer_greedy": ctc["wer"]["greedy"] if ctc else None,
         **{f"human_accuracy_{k}": v for k, v in human["groups"].items()},
         "human_errors": human["errors"],
-        "train_utterances": len(y), "val_utterances": len(vy), "human_train_utterances": len(human_words) * (
+        "train_utterances": fit["train_utterances"], "val_utterances": len(vy), "human_train_utterances": len(human_words) * (
             1 + config.human_train_copies),
         "train_voices": len({v.identity for v in train_voices}), "train_voice_settings": len(train_voices),
         "val_voices": len({v.identity for v in val_voices}), "val_voice_settings": len(val_voices),
-        "epochs": fit["epochs"], "stopped_by_time_limit": fit["stopped_by_time_limit"],
+        "ensemble": config.ensemble, "epochs": [f["epochs"] for f in fits] if len(fits) > 1 else fit["epochs"],
+        "stopped_by_time_limit": any(f["stopped_by_time_limit"] for f in fits),
         "ctc_epochs": ctc["epochs"] if ctc else 0, "ctc_train_strings": config.ctc_strings,
         "ctc_val_strings": config.ctc_val_strings if ctc else 0,
-        "synthesis_minutes": synth_s / 60, "feature_minutes": feature_s / 60, "train_minutes": train_s / 60,
+        "synthesis_minutes": synth_s / 60, "feature_minutes": (val_feature_s + feature_s) / 60, "train_minutes": train_s / 60,
         "ctc_minutes": ctc_s / 60, "total_minutes": (time.perf_counter() - t0) / 60,
         "checkpoint": str(run_dir / "checkpoints" / "best.safetensors"),
         "ctc_checkpoint": str(run_dir / "ctc" / "checkpoints" / "best.safetensors"),
@@ -463,6 +489,43 @@ def train(config: Config, run_dir: Path, verbose: int = 1, resume: bool = False)
     np.savetxt(run_dir / "confusion_human.csv", human["confusion"], fmt="%d", delimiter=",",
                header=",".join(WORDS))
     return metrics
+
+
+def member_dir(run_dir: Path, k: int) -> Path:
+    """Where ensemble member ``k`` (0-based) keeps its checkpoints: the first in the run folder itself
+    (a one-model run is laid out as before), the others in ``member-2``, ``member-3``, ..."""
+    return run_dir if k == 0 else run_dir / f"member-{k + 1}"
+
+
+def train_classifiers(config: Config, member_words, val: tuple, run_dir: Path, verbose: int = 1,
+                      resume: bool = False) -> tuple[nn.Module, list[dict], float, float]:
+    """``config.ensemble`` word classifiers, member ``k`` trained on ``member_words(k) -> (x, lengths, labels)``
+    and seeded ``seed + k``, each keeping its epoch with the best accuracy on ``val``. Returns ``(the
+    classifier or their WordEnsemble, each member's fit, seconds making features, seconds training)``.
+
+    Members that differ only in their seed share most of their errors (one more on the same words
+    moved the held-out voices by +0.15 points, docs/speech.md); members that also hear different
+    training voices disagree more, so their mean gains more."""
+    (vx, vlengths, vy) = val
+    val_data = BucketedBatches((vx, vlengths), vy, vlengths, 256, shuffle=False)
+    members, fits, feature_s, train_s = [], [], 0.0, 0.0
+    for k in range(config.ensemble):
+        start = time.perf_counter()
+        x, lengths, y = member_words(k)
+        feature_s += time.perf_counter() - start
+        member_config = dataclasses.replace(config, seed=config.seed + k)
+        seed_everything(member_config.seed)
+        model = build_classifier(config)
+        _set_scale(model.front, x, lengths)
+        train_data = BucketedBatches((x, lengths), y, lengths, config.batch_size, seed=member_config.seed)
+        fit, s = _fit(model, "cross_entropy", train_data, val_data, len(y), member_config, config.epochs,
+                      config.max_minutes, member_dir(run_dir, k), verbose, metrics=["accuracy"], resume=resume,
+                      best_monitor="val_accuracy")  # the figure reported; the loss keeps rising as it grows sure
+        members.append(model)
+        fits.append({**fit, "train_utterances": len(y)})
+        train_s += s
+        del x, lengths, y, train_data  # one member's features in memory at a time
+    return (members[0] if len(members) == 1 else WordEnsemble(members).eval()), fits, feature_s, train_s
 
 
 def train_ctc(config: Config, train_waves, val_waves, run_dir: Path, verbose: int = 1, resume: bool = False) -> dict:
@@ -483,7 +546,7 @@ def train_ctc(config: Config, train_waves, val_waves, run_dir: Path, verbose: in
 
 
 @torch.no_grad()
-def predict_words(model: WordClassifier, x: Tensor, lengths: Tensor, batch: int = 256) -> Tensor:
+def predict_words(model: WordClassifier | WordEnsemble, x: Tensor, lengths: Tensor, batch: int = 256) -> Tensor:
     model.eval()
     order = torch.argsort(lengths)
     out = torch.empty(len(x), dtype=torch.long)
@@ -493,13 +556,13 @@ def predict_words(model: WordClassifier, x: Tensor, lengths: Tensor, batch: int 
 
 
 @torch.no_grad()
-def word_probabilities(model: WordClassifier, feats: np.ndarray) -> Tensor:
+def word_probabilities(model: WordClassifier | WordEnsemble, feats: np.ndarray) -> Tensor:
     model.eval()
     x = torch.from_numpy(feats).unsqueeze(0)
     return model(x, torch.tensor([len(feats)])).softmax(-1)[0]
 
 
-def human_scores(model: WordClassifier, trim_db: float, front: str) -> dict:
+def human_scores(model: WordClassifier | WordEnsemble, trim_db: float, front: str) -> dict:
     """Accuracy (all, per group, per speaker) and the confusion matrix on the 115 human recordings."""
     items = sd.human_test_set()
     x, lengths = sd.pad_features([sd.recording_features(r.path, trim_db, front) for r in items])
@@ -625,15 +688,17 @@ def latest_run() -> Path:
 
 def saved_config(task: dict) -> Config:
     """The :class:`Config` a run was trained with, from its checkpoint's ``task``. Runs from before
-    ``front`` existed read log-mel frames, and before ``ctc_front`` both models read ``front``;
-    settings this version no longer has are dropped."""
+    ``front`` existed read log-mel frames, and before ``ctc_front`` both models read ``front``; before
+    ``ensemble`` a run had one word classifier; settings this version no longer has are dropped."""
     names = {f.name for f in dataclasses.fields(Config)}
-    task = {"front": "mfcc", **task}
+    task = {"front": "mfcc", "ensemble": 1, **task}
     task.setdefault("ctc_front", task["front"])
     return Config(**{k: v for k, v in task.items() if k in names})
 
 
-def load_models(run_dir: Path) -> tuple[WordClassifier, DigitCTC | None, Config]:
+def load_models(run_dir: Path) -> tuple[WordClassifier | WordEnsemble, DigitCTC | None, Config]:
+    """A run's word classifier (its :class:`WordEnsemble` if it trained several), digit-string model
+    (None if it trained none) and :class:`Config`."""
     from rnnlab.train.checkpoint import load_checkpoint, load_model_weights
 
     path = run_dir / "checkpoints" / "best.safetensors"
@@ -645,9 +710,15 @@ def load_models(run_dir: Path) -> tuple[WordClassifier, DigitCTC | None, Config]
     if saved.get("model") != "WordClassifier" or list(saved.get("words", [])) != list(WORDS):
         raise RnnlabError(f"{path} is not a 'rnnlab speech train' checkpoint")
     config = saved_config(saved["task"])
-    model = build_classifier(config)
-    load_model_weights(model, state["model"], path)
-    model.eval()
+    members = []
+    for k in range(config.ensemble):
+        path = member_dir(run_dir, k) / "checkpoints" / "best.safetensors"
+        if not path.is_file():
+            raise RnnlabError(f"expected {config.ensemble} word classifiers in {str(run_dir)!r}, got no "
+                              f"{path.relative_to(run_dir)} (an unfinished run: 'rnnlab speech train --resume')")
+        members.append(build_classifier(config))
+        load_model_weights(members[-1], state["model"] if k == 0 else load_checkpoint(path)["model"], path)
+    model = (members[0] if len(members) == 1 else WordEnsemble(members)).eval()
     ctc = None
     ctc_path = run_dir / "ctc" / "checkpoints" / "best.safetensors"
     if ctc_path.is_file():
@@ -708,10 +779,10 @@ def recognize(path: str | os.PathLike, run_dir: Path | None = None, digits: bool
 
 DRY_RUN = dict(hidden=16, layers=1, espeak_voices=4, flite_voices=1, val_espeak_voices=2, val_flite_voices=1,
                epochs=1, ctc_strings=32, ctc_val_strings=16, ctc_hidden=16, ctc_layers=1, ctc_epochs=1, beam=2,
-               augment_copies=1, human_train_copies=1, festival_voices=0)
+               augment_copies=1, human_train_copies=1, festival_voices=0, ensemble=1)
 DEMO = dict(hidden=64, layers=1, espeak_voices=30, flite_voices=4, festival_voices=4, val_espeak_voices=6,
             val_flite_voices=1, epochs=8, ctc_strings=300, ctc_val_strings=60, ctc_hidden=48, ctc_layers=1,
-            ctc_epochs=8, beam=4, human_train_copies=10)
+            ctc_epochs=8, beam=4, human_train_copies=10, ensemble=1)
 
 
 def demo(run_dir: Path) -> dict:
