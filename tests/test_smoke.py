@@ -48,7 +48,8 @@ def _cell_choices(argv, flag):
 CASES = [
     pytest.param(module, argv, flag, extra, id=module)
     for module, argv, flag, extra in APPLICATIONS
-] + [pytest.param("speech", ["speech", "train"], None, ["--front", "mfcc"], id="speech-mfcc")]  # the log-mel path
+] + [pytest.param("speech", ["speech", "train"], None, ["--front", "mfcc", "--ensemble", "2"],
+                  id="speech-mfcc-ensemble")]  # the log-mel path, and two word classifiers on their own voices
 
 
 @pytest.mark.parametrize("module,argv,flag,extra", CASES)

@@ -283,9 +283,10 @@ class WordClassifier(nn.Module):
 
 
 class WordEnsemble(nn.Module):
-    """Word classifiers trained apart (seeds seed..seed+N-1) read as one: ``forward(x, lengths)`` gives
-    ``log (1/K) sum_k p_k(word)``, the log of the members' mean probability, in place of logits (a
-    softmax leaves it unchanged), so the argmax, the probability and the scoring are those of one model.
+    """Word classifiers trained apart (seeds seed..seed+N-1, each on its own training voices) read as
+    one: ``forward(x, lengths)`` gives ``log (1/K) sum_k p_k(word)``, the log of the members' mean
+    probability, in place of logits (a softmax leaves it unchanged), so the argmax, the probability
+    and the scoring are those of one model.
     The members' errors are partly independent, so the mean is usually better than any one of them."""
 
     def __init__(self, members: list[WordClassifier]):
@@ -473,16 +474,16 @@ def train(config: Config, run_dir: Path, verbose: int = 1, resume: bool = False)
         "digit_string_wer_greedy": ctc["wer"]["greedy"] if ctc else None,
         **{f"human_accuracy_{k}": v for k, v in human["groups"].items()},
         "human_errors": human["errors"],
-        "train_utterances": fit["train_utterances"], "val_utterances": len(vy), "human_train_utterances": len(human_words) * (
-            1 + config.human_train_copies),
+        "train_utterances": fit["train_utterances"], "val_utterances": len(vy),
+        "human_train_utterances": len(human_words) * (1 + config.human_train_copies),
         "train_voices": len({v.identity for v in train_voices}), "train_voice_settings": len(train_voices),
         "val_voices": len({v.identity for v in val_voices}), "val_voice_settings": len(val_voices),
         "ensemble": config.ensemble, "epochs": [f["epochs"] for f in fits] if len(fits) > 1 else fit["epochs"],
         "stopped_by_time_limit": any(f["stopped_by_time_limit"] for f in fits),
         "ctc_epochs": ctc["epochs"] if ctc else 0, "ctc_train_strings": config.ctc_strings,
         "ctc_val_strings": config.ctc_val_strings if ctc else 0,
-        "synthesis_minutes": synth_s / 60, "feature_minutes": (val_feature_s + feature_s) / 60, "train_minutes": train_s / 60,
-        "ctc_minutes": ctc_s / 60, "total_minutes": (time.perf_counter() - t0) / 60,
+        "synthesis_minutes": synth_s / 60, "feature_minutes": (val_feature_s + feature_s) / 60,
+        "train_minutes": train_s / 60, "ctc_minutes": ctc_s / 60, "total_minutes": (time.perf_counter() - t0) / 60,
         "checkpoint": str(run_dir / "checkpoints" / "best.safetensors"),
         "ctc_checkpoint": str(run_dir / "ctc" / "checkpoints" / "best.safetensors"),
     }
