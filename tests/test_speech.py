@@ -93,7 +93,8 @@ def test_ensemble_averages_its_members_and_loads_as_trained(tmp_path):
         asked.append(k)
         return x, lengths, y
 
-    model, fits, _, _ = speech.train_classifiers(config, member_words, (x[:8], lengths[:8], y[:8]), tmp_path, verbose=0)
+    val = (x[:8], lengths[:8], y[:8])
+    model, fits, _, _ = speech.train_classifiers(config, member_words, val, tmp_path, verbose=0)
     assert isinstance(model, speech.WordEnsemble) and len(fits) == 2 and asked == [0, 1]
     a, b = model.members
     assert not torch.equal(a.head.weight, b.head.weight)  # seeds 0 and 1: two different models
