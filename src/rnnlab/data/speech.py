@@ -62,7 +62,6 @@ VAL_VARIANTS = ("Andrea", "f3", "m4", "klatt3", "john", "steph2", "Gene2", "iven
 VAL_FLITE = "rms"
 SKIP_VARIANTS = ("whisper", "whisperf")  # no voicing at all: nothing like the test speech
 TRIM_DB = 35.0  # a recording's leading/trailing audio this far below its peak is silence
-EQ_DB, EQ_CHANCE = 8.0, 0.7  # augment: the random equaliser's gain range (+-dB) and how often it is applied
 SYNTH_VERSION = 1  # bump when the synthesis code changes what it writes
 
 # -- voices --------------------------------------------------------------------------------------
@@ -564,23 +563,11 @@ def reverberate(y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return fftconvolve(y, tail)[:len(y) + n].astype(np.float32)
 
 
-def equalize(y: np.ndarray, rng: np.random.Generator, db: float = EQ_DB) -> np.ndarray:
-    """A random equaliser: gains drawn in -``db``..+``db`` at 7 frequencies evenly spaced from 0 Hz to
-    Nyquist, joined by a 63-tap linear-phase FIR filter (``scipy.signal.firwin2``). Microphones, phone
-    lines and voices each tilt and colour the spectrum; training on random colourings keeps the
-    classifier from relying on one (held-out flite voice ``rms``: 87.9% -> 90.7%, docs/speech.md, session 12)."""
-    from scipy.signal import firwin2, lfilter
-
-    gains = 10 ** (rng.uniform(-db, db, size=7) / 20)
-    taps = firwin2(63, np.linspace(0.0, 1.0, 7), gains)
-    return lfilter(taps, [1.0], y).astype(np.float32)
-
-
 def augment(y: np.ndarray, rng: np.random.Generator, reverb: float = 0.0, pad: float = 0.15) -> np.ndarray:
     """One random distortion of a word: speed (0.85-1.15, pitch and formants with it), time shift
     (0-``pad`` seconds of leading and trailing silence, which the noise then fills), a room (with
-    probability ``reverb``), telephone band-limiting (half the time), gain (-20..+6 dB), white or
-    pink-ish noise at 5-40 dB SNR (most of the time) and a random equaliser (:func:`equalize`, 70%)."""
+    probability ``reverb``), telephone band-limiting (half the time), gain (-20..+6 dB) and white or
+    pink-ish noise at 5-40 dB SNR (most of the time)."""
     import librosa
 
     y = np.asarray(y, dtype=np.float32)
@@ -604,8 +591,6 @@ def augment(y: np.ndarray, rng: np.random.Generator, reverb: float = 0.0, pad: f
         snr = rng.uniform(5, 40)
         noise *= np.sqrt(power / (10 ** (snr / 10)) / (float(np.mean(noise ** 2)) + 1e-12))
         y = y + noise
-    if rng.random() < EQ_CHANCE:  # after the noise: the microphone colours the room's noise as well
-        y = equalize(y, rng)
     return y.astype(np.float32)
 
 
