@@ -84,7 +84,7 @@ def test_embedding_front_models_and_old_runs():
 
 
 def test_ensemble_averages_its_members_and_loads_as_trained(tmp_path):
-    config = speech.Config(hidden=4, layers=1, epochs=1, batch_size=8, ensemble=2)
+    config = speech.Config(hidden=4, layers=1, epochs=1, batch_size=8, ensemble=2, mfcc_members=0)
     g = torch.Generator().manual_seed(0)
     x, lengths, y = torch.randn(24, 6, 96, generator=g), torch.randint(2, 7, (24,), generator=g), torch.arange(24) % 3
     asked = []
@@ -111,6 +111,43 @@ def test_ensemble_averages_its_members_and_loads_as_trained(tmp_path):
         speech.Config(ensemble=0)
     with pytest.raises(RnnlabError, match="at least 2"):
         speech.WordEnsemble([a])
+
+
+def test_mixed_ensemble_reads_each_members_front_end(tmp_path):
+    """Embedding members and cepstra members in one ensemble: each is trained, checkpointed on and asked
+    with its own features of the same words, and the run loads back as it was trained."""
+    config = speech.Config(hidden=4, layers=1, epochs=1, batch_size=8, ensemble=1, mfcc_members=1)
+    assert speech.classifier_fronts(config) == ["embedding", "mfcc"]
+    assert speech.classifier_fronts(speech.Config()) == ["embedding", "embedding", "mfcc"]  # the default run
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(24) % 3
+    feats = {"embedding": (torch.randn(24, 6, 96, generator=g), torch.randint(2, 7, (24,), generator=g)),
+             "mfcc": (torch.randn(24, 30, sd.N_MELS, generator=g), torch.randint(10, 31, (24,), generator=g))}
+    x, lengths, labels = speech.by_front(config, lambda front: (*feats[front], y))
+    assert set(x) == set(lengths) == {"embedding", "mfcc"} and labels is y
+    asked = []
+
+    def member_words(k):
+        asked.append(k)
+        return (*feats[["embedding", "mfcc"][k]], y)
+
+    model, fits, _, _ = speech.train_classifiers(config, member_words, (x, lengths, y), tmp_path, verbose=0)
+    assert isinstance(model, speech.WordEnsemble) and model.fronts == ["embedding", "mfcc"] and asked == [0, 1]
+    emb, cep = model.members
+    assert emb.front.dct.shape == (96, 96) and cep.front.dct.shape == (sd.N_MELS, config.cepstra)
+    with torch.no_grad():
+        mean = (emb(*feats["embedding"]).softmax(-1) + cep(*feats["mfcc"]).softmax(-1)) / 2
+        assert torch.allclose(model(x, lengths).exp(), mean, atol=1e-6)
+        assert torch.equal(speech.predict_words(model, x, lengths, batch=5), mean.argmax(-1))  # batched by rows
+        loaded, _, saved = speech.load_models(tmp_path)
+        assert saved.mfcc_members == 1 and torch.allclose(loaded(x, lengths), model(x, lengths))
+    with pytest.raises(RnnlabError, match="'mfcc' front end"):
+        model({"embedding": x["embedding"]}, {"embedding": lengths["embedding"]})
+    with pytest.raises(RnnlabError, match="a front end for each"):
+        speech.WordEnsemble([emb, cep], ["embedding"])
+    with pytest.raises(RnnlabError, match="expected 0 or more"):
+        speech.Config(mfcc_members=-1)
+    assert speech.saved_config({"front": "embedding", "ensemble": 2}).mfcc_members == 0  # runs from before
 
 
 def test_augment_changes_audio_but_keeps_it_finite():

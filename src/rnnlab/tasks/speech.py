@@ -70,12 +70,16 @@ class Config:
     trim_db: float = sd.TRIM_DB     # a recording's leading/trailing audio this far below its peak is cut
     human_train_copies: int = 60    # distorted copies of each of qabcs-data's 28 human letters trained on
                                     # (0: synthetic voices only)
-    ensemble: int = 2               # word classifiers, member k on its own draw of training voices (seed + k);
-                                    # their probabilities are averaged (docs/speech.md, session 11)
+    ensemble: int = 2               # word classifiers reading `front`, member k on its own draw of training voices
+                                    # (seed + k); their probabilities are averaged (docs/speech.md, session 11)
+    mfcc_members: int = 1           # more word classifiers, reading cepstra, after the `ensemble` ones (member k
+                                    # on its own voices too, seed + k): their errors are not the embedding's
+                                    # (docs/speech.md, session 14)
     epochs: int = 12
     batch_size: int = 64
     learning_rate: float = 3e-3
-    max_minutes: float = 12.0       # classifier training stops after this (12 epochs take about 9)
+    max_minutes: float = 20.0       # each classifier's training stops after this (12 epochs take about 8 on
+                                    # embeddings, 13-18 on cepstra)
     ctc_strings: int = 6000         # connected digit strings (3-6 digits) for the CTC model
     ctc_val_strings: int = 300
     ctc_front: str = "mfcc"         # the digit-string model's features: log-mel frames every 10 ms read digit
@@ -101,6 +105,24 @@ class Config:
             raise RnnlabError(f"human_train_copies: expected 0 or more copies, got {self.human_train_copies}")
         if self.ensemble < 1:
             raise RnnlabError(f"ensemble is a number of word classifiers: expected 1 or more, got {self.ensemble}")
+        if self.mfcc_members < 0:
+            raise RnnlabError(f"mfcc_members is a number of word classifiers: expected 0 or more, got {self.mfcc_members}")
+
+
+def classifier_fronts(config: Config) -> list[str]:
+    """What each word classifier reads, member by member: ``ensemble`` on ``front``, then ``mfcc_members`` on cepstra."""
+    return [config.front] * config.ensemble + ["mfcc"] * config.mfcc_members
+
+
+def by_front(config: Config, make) -> tuple:
+    """``make(front) -> (x, lengths, *rest)`` once for each front end the word classifiers read. One front: its
+    tensors as they are; several: ``x`` and ``lengths`` as dicts front -> tensor (what :class:`WordEnsemble`
+    reads), ``rest`` (the labels, the same words in the same order) from the first."""
+    made = {front: make(front) for front in dict.fromkeys(classifier_fronts(config))}
+    if len(made) == 1:
+        return next(iter(made.values()))
+    first = next(iter(made.values()))
+    return ({f: m[0] for f, m in made.items()}, {f: m[1] for f, m in made.items()}, *first[2:])
 
 
 # -- data ------------------------------------------------------------------------------------------
@@ -287,17 +309,34 @@ class WordEnsemble(nn.Module):
     one: ``forward(x, lengths)`` gives ``log (1/K) sum_k p_k(word)``, the log of the members' mean
     probability, in place of logits (a softmax leaves it unchanged), so the argmax, the probability
     and the scoring are those of one model.
-    The members' errors are partly independent, so the mean is usually better than any one of them."""
+    The members' errors are partly independent, so the mean is usually better than any one of them.
+    ``fronts``: what each member reads, when they read different front ends; ``x`` and ``lengths`` are
+    then dicts front -> tensor (:func:`by_front`)."""
 
-    def __init__(self, members: list[WordClassifier]):
+    def __init__(self, members: list[WordClassifier], fronts: list[str] | None = None):
         super().__init__()
         if len(members) < 2:
             raise RnnlabError(f"an ensemble needs at least 2 word classifiers, got {len(members)}")
+        if fronts is not None and len(fronts) != len(members):
+            raise RnnlabError(f"expected a front end for each of the {len(members)} word classifiers, "
+                              f"got {len(fronts)}: {fronts}")
         self.members = nn.ModuleList(members)
+        self.fronts = list(fronts) if fronts is not None else None
 
-    def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
-        logp = torch.stack([m(x, lengths).log_softmax(-1) for m in self.members])
+    def forward(self, x: Tensor | dict, lengths: Tensor | dict) -> Tensor:
+        inputs = [(x, lengths)] * len(self.members) if self.fronts is None else \
+            [(_read(x, f), _read(lengths, f)) for f in self.fronts]
+        logp = torch.stack([m(*a).log_softmax(-1) for m, a in zip(self.members, inputs)])
         return torch.logsumexp(logp, 0) - math.log(len(self.members))
+
+
+def _read(inputs: Tensor | dict, front: str) -> Tensor:
+    """One front end's tensor from :func:`by_front`'s dict (a lone tensor: the only front end)."""
+    if not isinstance(inputs, dict):
+        return inputs
+    if front not in inputs:
+        raise RnnlabError(f"expected features of the {front!r} front end for a word classifier, got {sorted(inputs)}")
+    return inputs[front]
 
 
 class DigitCTC(nn.Module):
@@ -413,9 +452,10 @@ def _front_arguments(front: str, config: Config) -> dict:
     return dict(n_features=sd.N_MELS, cepstra=config.cepstra, stack=config.stack, augment=True)
 
 
-def build_classifier(config: Config) -> WordClassifier:
+def build_classifier(config: Config, front: str | None = None) -> WordClassifier:
+    """A word classifier reading ``front`` (default: ``config.front``)."""
     return WordClassifier(len(WORDS), config.cell, config.hidden, config.layers, config.dropout,
-                          **_front_arguments(config.front, config))
+                          **_front_arguments(front or config.front, config))
 
 
 def build_ctc(config: Config) -> DigitCTC:
@@ -444,22 +484,24 @@ def train(config: Config, run_dir: Path, verbose: int = 1, resume: bool = False)
               f"features ...", flush=True)
     t1 = time.perf_counter()
     human_words = human_training_words(config)
-    vx, vlengths, vy = word_features(val_waves, 0, config.seed, config.front)
+    vx, vlengths, vy = by_front(config, lambda front: word_features(val_waves, 0, config.seed, front))
     val_feature_s = time.perf_counter() - t1
+    fronts = classifier_fronts(config)
 
     def member_words(k: int):
-        """Member ``k``'s training words: the run's voices for the first, its own draw for the others."""
+        """Member ``k``'s training words, in its front end's features: the run's voices for the first, its own
+        draw for the others."""
         waves = train_waves if k == 0 else sd.synthesize_all(voice_sets(config, config.seed + k)[0],
                                                              verbose=verbose > 0)
-        return word_features(waves, config.augment_copies, config.seed + k, config.front, reverb=config.reverb,
+        return word_features(waves, config.augment_copies, config.seed + k, fronts[k], reverb=config.reverb,
                              pad=config.pad, extra=human_words,
-                             progress=f"{config.front} features, model {k + 1}/{config.ensemble}" if verbose else None)
+                             progress=f"{fronts[k]} features, model {k + 1}/{len(fronts)}" if verbose else None)
 
     model, fits, feature_s, train_s = train_classifiers(config, member_words, (vx, vlengths, vy), run_dir, verbose,
                                                         resume)
     fit = fits[0]
     synthetic = predict_words(model, vx, vlengths)
-    human = human_scores(model, config.trim_db, config.front)
+    human = human_scores(model, config)
     plot_confusion(human["confusion"], run_dir / "confusion_human.png",
                    f"human test set: {human['accuracy']:.1%} of {human['n']} recordings")
 
@@ -478,7 +520,7 @@ def train(config: Config, run_dir: Path, verbose: int = 1, resume: bool = False)
         "human_train_utterances": len(human_words) * (1 + config.human_train_copies),
         "train_voices": len({v.identity for v in train_voices}), "train_voice_settings": len(train_voices),
         "val_voices": len({v.identity for v in val_voices}), "val_voice_settings": len(val_voices),
-        "ensemble": config.ensemble, "epochs": [f["epochs"] for f in fits] if len(fits) > 1 else fit["epochs"],
+        "ensemble": config.ensemble, "mfcc_members": config.mfcc_members, "epochs": [f["epochs"] for f in fits] if len(fits) > 1 else fit["epochs"],
         "stopped_by_time_limit": any(f["stopped_by_time_limit"] for f in fits),
         "ctc_epochs": ctc["epochs"] if ctc else 0, "ctc_train_strings": config.ctc_strings,
         "ctc_val_strings": config.ctc_val_strings if ctc else 0,
@@ -500,23 +542,26 @@ def member_dir(run_dir: Path, k: int) -> Path:
 
 def train_classifiers(config: Config, member_words, val: tuple, run_dir: Path, verbose: int = 1,
                       resume: bool = False) -> tuple[nn.Module, list[dict], float, float]:
-    """``config.ensemble`` word classifiers, member ``k`` trained on ``member_words(k) -> (x, lengths, labels)``
-    and seeded ``seed + k``, each keeping its epoch with the best accuracy on ``val``. Returns ``(the
-    classifier or their WordEnsemble, each member's fit, seconds making features, seconds training)``.
+    """The word classifiers of :func:`classifier_fronts`, member ``k`` trained on ``member_words(k) -> (x, lengths,
+    labels)`` in its front end's features and seeded ``seed + k``, each keeping its epoch with the best accuracy
+    on ``val`` (:func:`by_front`'s features of the held-out words). Returns ``(the classifier or their
+    WordEnsemble, each member's fit, seconds making features, seconds training)``.
 
     Members that differ only in their seed share most of their errors (one more on the same words
     moved the held-out voices by +0.15 points, docs/speech.md); members that also hear different
     training voices disagree more, so their mean gains more."""
     (vx, vlengths, vy) = val
-    val_data = BucketedBatches((vx, vlengths), vy, vlengths, 256, shuffle=False)
+    fronts = classifier_fronts(config)
     members, fits, feature_s, train_s = [], [], 0.0, 0.0
-    for k in range(config.ensemble):
+    for k, front in enumerate(fronts):
         start = time.perf_counter()
         x, lengths, y = member_words(k)
         feature_s += time.perf_counter() - start
         member_config = dataclasses.replace(config, seed=config.seed + k)
         seed_everything(member_config.seed)
-        model = build_classifier(config)
+        model = build_classifier(config, front)
+        val_data = BucketedBatches((_read(vx, front), _read(vlengths, front)), vy, _read(vlengths, front), 256,
+                                   shuffle=False)
         _set_scale(model.front, x, lengths)
         train_data = BucketedBatches((x, lengths), y, lengths, config.batch_size, seed=member_config.seed)
         fit, s = _fit(model, "cross_entropy", train_data, val_data, len(y), member_config, config.epochs,
@@ -526,7 +571,14 @@ def train_classifiers(config: Config, member_words, val: tuple, run_dir: Path, v
         fits.append({**fit, "train_utterances": len(y)})
         train_s += s
         del x, lengths, y, train_data  # one member's features in memory at a time
-    return (members[0] if len(members) == 1 else WordEnsemble(members).eval()), fits, feature_s, train_s
+    return ensemble_of(members, fronts), fits, feature_s, train_s
+
+
+def ensemble_of(members: list[WordClassifier], fronts: list[str]) -> WordClassifier | WordEnsemble:
+    """One classifier as it is, several as their :class:`WordEnsemble` (told each one's front end when they differ)."""
+    if len(members) == 1:
+        return members[0].eval()
+    return WordEnsemble(members, fronts if len(set(fronts)) > 1 else None).eval()
 
 
 def train_ctc(config: Config, train_waves, val_waves, run_dir: Path, verbose: int = 1, resume: bool = False) -> dict:
@@ -549,25 +601,39 @@ def train_ctc(config: Config, train_waves, val_waves, run_dir: Path, verbose: in
 @torch.no_grad()
 def predict_words(model: WordClassifier | WordEnsemble, x: Tensor, lengths: Tensor, batch: int = 256) -> Tensor:
     model.eval()
-    order = torch.argsort(lengths)
-    out = torch.empty(len(x), dtype=torch.long)
+    first = next(iter(lengths.values())) if isinstance(lengths, dict) else lengths
+    order = torch.argsort(first)
+    out = torch.empty(len(first), dtype=torch.long)
     for idx in order.split(batch):
-        out[idx] = model(x[idx], lengths[idx]).argmax(-1)
+        out[idx] = model(_rows(x, idx), _rows(lengths, idx)).argmax(-1)
     return out
 
 
+def _rows(inputs: Tensor | dict, idx: Tensor) -> Tensor | dict:
+    """Rows ``idx`` of a tensor, or of each front end's tensor in :func:`by_front`'s dict."""
+    return {f: t[idx] for f, t in inputs.items()} if isinstance(inputs, dict) else inputs[idx]
+
+
 @torch.no_grad()
-def word_probabilities(model: WordClassifier | WordEnsemble, feats: np.ndarray) -> Tensor:
+def recording_inputs(config: Config, paths: list[str]) -> tuple:
+    """The word classifiers' inputs (:func:`by_front`) for recordings: silence trimmed at ``config.trim_db``."""
+    def make(front: str) -> tuple[Tensor, Tensor]:
+        x, lengths = sd.pad_features([sd.recording_features(p, config.trim_db, front) for p in paths])
+        return torch.from_numpy(x), torch.from_numpy(lengths)
+
+    return by_front(config, make)
+
+
+def word_probabilities(model: WordClassifier | WordEnsemble, x: Tensor | dict, lengths: Tensor | dict) -> Tensor:
+    """The probability of each word for one recording's inputs (:func:`recording_inputs`)."""
     model.eval()
-    x = torch.from_numpy(feats).unsqueeze(0)
-    return model(x, torch.tensor([len(feats)])).softmax(-1)[0]
+    return model(x, lengths).softmax(-1)[0]
 
 
-def human_scores(model: WordClassifier | WordEnsemble, trim_db: float, front: str) -> dict:
+def human_scores(model: WordClassifier | WordEnsemble, config: Config) -> dict:
     """Accuracy (all, per group, per speaker) and the confusion matrix on the 115 human recordings."""
     items = sd.human_test_set()
-    x, lengths = sd.pad_features([sd.recording_features(r.path, trim_db, front) for r in items])
-    pred = predict_words(model, torch.from_numpy(x), torch.from_numpy(lengths)).tolist()
+    pred = predict_words(model, *recording_inputs(config, [r.path for r in items])).tolist()
     truth = [WORDS.index(r.word) for r in items]
     groups = {g: accuracy([p for p, t in zip(pred, truth) if WORDS[t] in words],
                           [t for t in truth if WORDS[t] in words]) for g, words in sd.GROUPS.items()}
@@ -690,9 +756,10 @@ def latest_run() -> Path:
 def saved_config(task: dict) -> Config:
     """The :class:`Config` a run was trained with, from its checkpoint's ``task``. Runs from before
     ``front`` existed read log-mel frames, and before ``ctc_front`` both models read ``front``; before
-    ``ensemble`` a run had one word classifier; settings this version no longer has are dropped."""
+    ``ensemble`` a run had one word classifier, and before ``mfcc_members`` none on cepstra besides; settings
+    this version no longer has are dropped."""
     names = {f.name for f in dataclasses.fields(Config)}
-    task = {"front": "mfcc", "ensemble": 1, **task}
+    task = {"front": "mfcc", "ensemble": 1, "mfcc_members": 0, **task}
     task.setdefault("ctc_front", task["front"])
     return Config(**{k: v for k, v in task.items() if k in names})
 
@@ -711,15 +778,15 @@ def load_models(run_dir: Path) -> tuple[WordClassifier | WordEnsemble, DigitCTC 
     if saved.get("model") != "WordClassifier" or list(saved.get("words", [])) != list(WORDS):
         raise RnnlabError(f"{path} is not a 'rnnlab speech train' checkpoint")
     config = saved_config(saved["task"])
-    members = []
-    for k in range(config.ensemble):
+    members, fronts = [], classifier_fronts(config)
+    for k, front in enumerate(fronts):
         path = member_dir(run_dir, k) / "checkpoints" / "best.safetensors"
         if not path.is_file():
-            raise RnnlabError(f"expected {config.ensemble} word classifiers in {str(run_dir)!r}, got no "
+            raise RnnlabError(f"expected {len(fronts)} word classifiers in {str(run_dir)!r}, got no "
                               f"{path.relative_to(run_dir)} (an unfinished run: 'rnnlab speech train --resume')")
-        members.append(build_classifier(config))
+        members.append(build_classifier(config, front))
         load_model_weights(members[-1], state["model"] if k == 0 else load_checkpoint(path)["model"], path)
-    model = (members[0] if len(members) == 1 else WordEnsemble(members)).eval()
+    model = ensemble_of(members, classifier_fronts(config))
     ctc = None
     ctc_path = run_dir / "ctc" / "checkpoints" / "best.safetensors"
     if ctc_path.is_file():
@@ -738,8 +805,8 @@ def evaluate(run_dir: Path, peer: bool = True, verbose: int = 1, trim_db: float 
         config = dataclasses.replace(config, trim_db=trim_db)
     _, val_voices = voice_sets(config)
     val_waves = sd.synthesize_all(val_voices, verbose=verbose > 0)
-    vx, vlengths, vy = word_features(val_waves, 0, config.seed, config.front)
-    human = human_scores(model, config.trim_db, config.front)
+    vx, vlengths, vy = by_front(config, lambda front: word_features(val_waves, 0, config.seed, front))
+    human = human_scores(model, config)
     metrics = {"human_accuracy": human["accuracy"],
                "synthetic_accuracy": accuracy(predict_words(model, vx, vlengths).tolist(), vy.tolist())}
     if ctc is not None:
@@ -769,7 +836,7 @@ def recognize(path: str | os.PathLike, run_dir: Path | None = None, digits: bool
             log_probs, n = ctc(torch.from_numpy(feats).unsqueeze(0), torch.tensor([len(feats)]))
         labels = beam_decode(log_probs[0], int(n[0]), config.beam)
         return {"digits": " ".join(sd.DIGITS[k - 1] for k in labels)}
-    probs = word_probabilities(model, sd.recording_features(path, config.trim_db, config.front))
+    probs = word_probabilities(model, *recording_inputs(config, [path]))
     top = torch.topk(probs, 3)
     return {"word": WORDS[int(top.indices[0])], "probability": float(top.values[0]),
             "alternatives": {WORDS[int(i)]: float(p) for i, p in zip(top.indices[1:], top.values[1:])}}
@@ -780,10 +847,10 @@ def recognize(path: str | os.PathLike, run_dir: Path | None = None, digits: bool
 
 DRY_RUN = dict(hidden=16, layers=1, espeak_voices=4, flite_voices=1, val_espeak_voices=2, val_flite_voices=1,
                epochs=1, ctc_strings=32, ctc_val_strings=16, ctc_hidden=16, ctc_layers=1, ctc_epochs=1, beam=2,
-               augment_copies=1, human_train_copies=1, festival_voices=0, ensemble=1)
+               augment_copies=1, human_train_copies=1, festival_voices=0, ensemble=1, mfcc_members=0)
 DEMO = dict(hidden=64, layers=1, espeak_voices=30, flite_voices=4, festival_voices=4, val_espeak_voices=6,
             val_flite_voices=1, epochs=8, ctc_strings=300, ctc_val_strings=60, ctc_hidden=48, ctc_layers=1,
-            ctc_epochs=8, beam=4, human_train_copies=10, ensemble=1)
+            ctc_epochs=8, beam=4, human_train_copies=10, ensemble=1, mfcc_members=0)
 
 
 def demo(run_dir: Path) -> dict:
