@@ -351,7 +351,7 @@ def test_recognize_a_human_file_and_refuse_bad_ones(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     metrics = json.loads(done.stdout.strip().splitlines()[-1])
     assert 0 <= metrics["human_accuracy"] <= 1 and (run_dir / "confusion_human.png").is_file()
-    assert metrics["ensemble"] == 2 and metrics["mfcc_members"] == 1  # the default's members: recognize reads both fronts
+    assert metrics["ensemble"] == 2 and metrics["mfcc_members"] == 1  # the default's members: both front ends
     assert (run_dir / "member-3" / "checkpoints" / "best.safetensors").is_file()
     done = subprocess.run([sys.executable, "-m", "rnnlab", "speech", "eval", "--run-dir", str(run_dir), "--no-peer",
                            "--trim-db", "60", "--json"], capture_output=True, text=True, timeout=600)

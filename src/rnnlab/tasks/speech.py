@@ -106,11 +106,13 @@ class Config:
         if self.ensemble < 1:
             raise RnnlabError(f"ensemble is a number of word classifiers: expected 1 or more, got {self.ensemble}")
         if self.mfcc_members < 0:
-            raise RnnlabError(f"mfcc_members is a number of word classifiers: expected 0 or more, got {self.mfcc_members}")
+            raise RnnlabError(f"mfcc_members is a number of word classifiers: expected 0 or more, "
+                              f"got {self.mfcc_members}")
 
 
 def classifier_fronts(config: Config) -> list[str]:
-    """What each word classifier reads, member by member: ``ensemble`` on ``front``, then ``mfcc_members`` on cepstra."""
+    """What each word classifier reads, member by member: ``ensemble`` on ``front``, then ``mfcc_members``
+    on cepstra."""
     return [config.front] * config.ensemble + ["mfcc"] * config.mfcc_members
 
 
@@ -119,9 +121,9 @@ def by_front(config: Config, make) -> tuple:
     tensors as they are; several: ``x`` and ``lengths`` as dicts front -> tensor (what :class:`WordEnsemble`
     reads), ``rest`` (the labels, the same words in the same order) from the first."""
     made = {front: make(front) for front in dict.fromkeys(classifier_fronts(config))}
-    if len(made) == 1:
-        return next(iter(made.values()))
     first = next(iter(made.values()))
+    if len(made) == 1:
+        return first
     return ({f: m[0] for f, m in made.items()}, {f: m[1] for f, m in made.items()}, *first[2:])
 
 
@@ -520,7 +522,8 @@ def train(config: Config, run_dir: Path, verbose: int = 1, resume: bool = False)
         "human_train_utterances": len(human_words) * (1 + config.human_train_copies),
         "train_voices": len({v.identity for v in train_voices}), "train_voice_settings": len(train_voices),
         "val_voices": len({v.identity for v in val_voices}), "val_voice_settings": len(val_voices),
-        "ensemble": config.ensemble, "mfcc_members": config.mfcc_members, "epochs": [f["epochs"] for f in fits] if len(fits) > 1 else fit["epochs"],
+        "ensemble": config.ensemble, "mfcc_members": config.mfcc_members,
+        "epochs": [f["epochs"] for f in fits] if len(fits) > 1 else fit["epochs"],
         "stopped_by_time_limit": any(f["stopped_by_time_limit"] for f in fits),
         "ctc_epochs": ctc["epochs"] if ctc else 0, "ctc_train_strings": config.ctc_strings,
         "ctc_val_strings": config.ctc_val_strings if ctc else 0,
@@ -614,7 +617,6 @@ def _rows(inputs: Tensor | dict, idx: Tensor) -> Tensor | dict:
     return {f: t[idx] for f, t in inputs.items()} if isinstance(inputs, dict) else inputs[idx]
 
 
-@torch.no_grad()
 def recording_inputs(config: Config, paths: list[str]) -> tuple:
     """The word classifiers' inputs (:func:`by_front`) for recordings: silence trimmed at ``config.trim_db``."""
     def make(front: str) -> tuple[Tensor, Tensor]:
@@ -624,6 +626,7 @@ def recording_inputs(config: Config, paths: list[str]) -> tuple:
     return by_front(config, make)
 
 
+@torch.no_grad()
 def word_probabilities(model: WordClassifier | WordEnsemble, x: Tensor | dict, lengths: Tensor | dict) -> Tensor:
     """The probability of each word for one recording's inputs (:func:`recording_inputs`)."""
     model.eval()
@@ -786,7 +789,7 @@ def load_models(run_dir: Path) -> tuple[WordClassifier | WordEnsemble, DigitCTC 
                               f"{path.relative_to(run_dir)} (an unfinished run: 'rnnlab speech train --resume')")
         members.append(build_classifier(config, front))
         load_model_weights(members[-1], state["model"] if k == 0 else load_checkpoint(path)["model"], path)
-    model = ensemble_of(members, classifier_fronts(config))
+    model = ensemble_of(members, fronts)
     ctc = None
     ctc_path = run_dir / "ctc" / "checkpoints" / "best.safetensors"
     if ctc_path.is_file():
