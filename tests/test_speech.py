@@ -339,6 +339,27 @@ def test_load_audio_bad_files_raise_clear_errors(tmp_path, kind):
         sd.load_audio(path)
 
 
+class _Echo(torch.nn.Module):
+    """A 'classifier' that answers the word written in its input's first number."""
+
+    def forward(self, x, lengths):
+        return torch.nn.functional.one_hot(x[:, 0, 0].long(), len(sd.WORDS)).float()
+
+
+def test_held_out_scores_per_engine_and_speaker():
+    voices = [sd.Voice("espeak-ng", "en-us", "f3"), sd.Voice("flite", "rms"), sd.Voice("flite", "rms", speed=1.2)]
+    labels = torch.arange(len(sd.WORDS)).repeat(3)
+    said = labels.clone()
+    said[len(sd.WORDS):len(sd.WORDS) + 31] = 0  # rms at its own speed: the first 31 words heard as "zero"
+    x, lengths = said.view(-1, 1, 1).float(), torch.ones(len(said), dtype=torch.long)
+    scores = speech.held_out_scores(_Echo(), x, lengths, labels, voices)
+    assert scores["voices"] == {"espeak-ng:en-us+f3": 1.0, "flite:rms": (124 - 30) / 124}  # "zero" itself is right
+    assert scores["groups"] == {"espeak-ng": 1.0, "flite": (124 - 30) / 124}
+    assert scores["accuracy"] == (186 - 30) / 186 and scores["confusion"][1:31, 0].tolist() == [1] * 30
+    with pytest.raises(RnnlabError, match="62 words for each of the 3 held-out voice settings"):
+        speech.held_out_scores(_Echo(), x[:-1], lengths[:-1], labels[:-1], voices)
+
+
 # -- the command --------------------------------------------------------------------------------------------------
 
 @pytest.mark.slow
@@ -353,6 +374,9 @@ def test_recognize_a_human_file_and_refuse_bad_ones(tmp_path):
     assert 0 <= metrics["human_accuracy"] <= 1 and (run_dir / "confusion_human.png").is_file()
     assert metrics["ensemble"] == 2 and metrics["mfcc_members"] == 1  # the default's members: both front ends
     assert (run_dir / "member-3" / "checkpoints" / "best.safetensors").is_file()
+    by_voice = metrics["synthetic_accuracy_by_voice"]  # the held-out speakers one by one, flite's rms among them
+    assert (run_dir / "confusion_synthetic.png").is_file()
+    assert metrics["synthetic_accuracy_flite"] == by_voice["flite:rms"]
     done = subprocess.run([sys.executable, "-m", "rnnlab", "speech", "eval", "--run-dir", str(run_dir), "--no-peer",
                            "--trim-db", "60", "--json"], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
