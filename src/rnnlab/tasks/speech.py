@@ -511,14 +511,9 @@ def train(config: Config, run_dir: Path, verbose: int = 1, resume: bool = False)
     ctc_s = time.perf_counter() - t2
     plot_curves(fit["history"], ctc["history"] if ctc else None, run_dir / "loss.png")
     metrics = {
-        "human_accuracy": human["accuracy"],
-        "synthetic_accuracy": held_out["accuracy"],
+        **word_figures(held_out, human),
         "digit_string_wer": ctc["wer"]["beam"] if ctc else None,
         "digit_string_wer_greedy": ctc["wer"]["greedy"] if ctc else None,
-        **{f"human_accuracy_{k}": v for k, v in human["groups"].items()},
-        **{f"synthetic_accuracy_{k}": v for k, v in held_out["groups"].items()},
-        "synthetic_accuracy_by_voice": held_out["voices"],
-        "human_errors": human["errors"],
         "train_utterances": fit["train_utterances"], "val_utterances": len(vy),
         "human_train_utterances": len(human_words) * (1 + config.human_train_copies),
         "train_voices": len({v.identity for v in train_voices}), "train_voice_settings": len(train_voices),
@@ -666,6 +661,15 @@ def _accuracy_by(pred: list[int], truth: list[int], keys: list[str]) -> dict[str
     """Accuracy over the rows of each key (a speaker, an engine), keys in order of first appearance."""
     return {k: accuracy([p for p, g in zip(pred, keys) if g == k], [t for t, g in zip(truth, keys) if g == k])
             for k in dict.fromkeys(keys)}
+
+
+def word_figures(held_out: dict, human: dict) -> dict:
+    """The word classifiers' figures for ``metrics.json`` / ``--json`` (train and eval report the same keys), from
+    :func:`held_out_scores` and :func:`human_scores`."""
+    return {"human_accuracy": human["accuracy"], "synthetic_accuracy": held_out["accuracy"],
+            **{f"human_accuracy_{k}": v for k, v in human["groups"].items()},
+            **{f"synthetic_accuracy_{k}": v for k, v in held_out["groups"].items()},
+            "synthetic_accuracy_by_voice": held_out["voices"], "human_errors": human["errors"]}
 
 
 def plot_scores(held_out: dict, human: dict, run_dir: Path) -> None:
@@ -840,7 +844,7 @@ def evaluate(run_dir: Path, peer: bool = True, verbose: int = 1, trim_db: float 
     vx, vlengths, vy = by_front(config, lambda front: word_features(val_waves, 0, config.seed, front))
     held_out = held_out_scores(model, vx, vlengths, vy, val_voices)
     human = human_scores(model, config)
-    metrics = {"human_accuracy": human["accuracy"], "synthetic_accuracy": held_out["accuracy"]}
+    metrics = word_figures(held_out, human)
     if ctc is not None:
         vcx, vclengths, vcy = digit_strings([w[:10] for w in val_waves], config.ctc_val_strings, config.seed + 1,
                                             config.ctc_front)
@@ -849,11 +853,7 @@ def evaluate(run_dir: Path, peer: bool = True, verbose: int = 1, trim_db: float 
         ps = pocketsphinx_scores()
         metrics["pocketsphinx_human_accuracy"] = ps["accuracy"]
         metrics.update({f"pocketsphinx_human_accuracy_{k}": v for k, v in ps["groups"].items()})
-    metrics.update({f"human_accuracy_{k}": v for k, v in human["groups"].items()})
-    metrics.update({f"synthetic_accuracy_{k}": v for k, v in held_out["groups"].items()})
-    metrics["synthetic_accuracy_by_voice"] = held_out["voices"]
     metrics["trim_db"] = config.trim_db
-    metrics["human_errors"] = human["errors"]
     plot_scores(held_out, human, run_dir)
     return metrics
 
