@@ -889,8 +889,8 @@ DEMO = dict(hidden=64, layers=1, espeak_voices=30, flite_voices=4, festival_voic
 
 
 def demo(run_dir: Path) -> dict:
-    """About nine minutes on 2 cores (8.7 measured in session 15, synthesis cached): 38 training voice settings,
-    a small bidirectional LSTM."""
+    """About ten minutes on 2 cores (9.9 measured in session 16, synthesis cached; the CTC model 3 of them): 38
+    training voice settings, a small bidirectional LSTM."""
     config = Config(**DEMO)
     run_dir = new_run_dir("speech", run_dir)
     write_config(run_dir, config)
