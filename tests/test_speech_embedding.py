@@ -65,6 +65,12 @@ def test_embed_shapes_rates_and_short_words():
     assert se.embed(np.zeros(80, np.float32), 8000).shape == (1, se.DIM)  # 10 ms still fills one window
     with pytest.raises(RnnlabError, match="rate"):
         se.embed(y8, 44100)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:  # a word runs on one thread (the same numbers), and torch's thread count is left as the caller set it
+        assert np.array_equal(se.embed(y8, 8000), e) and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
 
 
 @needs_weights
