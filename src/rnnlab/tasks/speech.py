@@ -889,7 +889,7 @@ DEMO = dict(hidden=64, layers=1, espeak_voices=30, flite_voices=4, festival_voic
 
 
 def demo(run_dir: Path) -> dict:
-    """About ten minutes on 2 cores (9.9 measured in session 16, synthesis cached; the CTC model 3 of them): 38
+    """About four minutes on 2 cores (3.6 measured in session 16, synthesis cached; the CTC model 2.4 of them): 38
     training voice settings, a small bidirectional LSTM."""
     config = Config(**DEMO)
     run_dir = new_run_dir("speech", run_dir)
